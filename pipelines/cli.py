@@ -1,0 +1,163 @@
+"""The ``expertseg`` command line.
+
+Verbs follow nnU-Net's and MONAI's: ``data check|demo|import``, ``pretrain``, ``adapt``,
+``predict``, ``evaluate``, ``compare``, ``tune``, ``bench``. Heavy libraries (torch, MONAI, MLflow)
+are imported inside the commands that need them, so ``expertseg --help`` starts quickly. A user error
+prints one line per problem and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from experts.errors import ExpertsegError
+
+__all__ = ["main", "cli"]
+
+EXIT_USAGE = 2
+
+
+def user_errors(fn):
+    """Turn :class:`ExpertsegError` into one line per problem and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ExpertsegError as err:
+            for line in err.problems:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def config_options(fn):
+    """``--config FILE`` and repeated ``--set key=value``."""
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one config value, e.g. --set train.steps=200 (repeatable).")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config (see configs/); unset keys take the embedded defaults.")(fn)
+    return fn
+
+
+def tracking_option(fn):
+    return click.option(
+        "--tracking",
+        type=click.Choice(["mlflow", "local"]),
+        default=None,
+        help="mlflow (default): log to MLflow too; local: only the run folder's JSON log.",
+    )(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="expertseg")
+def cli():
+    """Multi-expert adaptive segmentation of 3D medical images.
+
+    \b
+    Quick start:
+      expertseg data demo --out demo_data
+      expertseg data check demo_data
+      expertseg pretrain --data demo_data --out runs/pretrain --config configs/demo.yaml
+    """
+
+
+@cli.group()
+def data():
+    """Create, import and check multi-expert datasets."""
+
+
+@data.command("check")
+@click.argument("dataset", type=click.Path(file_okay=False))
+@click.option("--quick", is_flag=True, help="Check names and headers only (no voxel values, no agreement).")
+@user_errors
+def data_check(dataset, quick):
+    """Check DATASET against the dataset contract and print a summary.
+
+    \b
+    Example:
+      expertseg data check demo_data
+    """
+    from pipelines.data import check
+
+    check(dataset, quick=quick)
+
+
+@data.command("demo")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to create.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same data.")
+@click.option("--train-cases", default=24, show_default=True)
+@click.option("--test-cases", default=6, show_default=True)
+@click.option("--spacing", default=3.0, show_default=True, help="Voxel size in mm.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@user_errors
+def data_demo(out, seed, train_cases, test_cases, spacing, overwrite):
+    """Write the demo dataset: MNI152 pseudo-subjects labelled by experts with distinct styles.
+
+    \b
+    Example:
+      expertseg data demo --out demo_data --seed 0
+    """
+    from pipelines.data import demo
+
+    demo(out, seed=seed, n_train=train_cases, n_test=test_cases, spacing=spacing, overwrite=overwrite)
+
+
+@data.command("import")
+@click.argument("fmt", type=click.Choice(["qubiq", "msseg2016", "nnunet"]))
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False), help="Source folder (never modified).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Destination dataset folder.")
+@click.option("--task", type=int, default=None, help="QUBIQ: which task to import (e.g. 1 for task01_seg*).")
+@click.option("--expert", default=None, help="nnU-Net: id of the single expert (default 'nnunet').")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@user_errors
+def data_import(fmt, src, out, task, expert, overwrite):
+    """Convert a public dataset layout into the multi-expert layout.
+
+    \b
+    Examples:
+      expertseg data import qubiq --src QUBIQ/brain-growth --out brain_growth --task 1
+      expertseg data import msseg2016 --src MSSEG2016/Training --out msseg
+      expertseg data import nnunet --src Dataset004_Hippocampus --out hippo
+    """
+    from pipelines.data import import_
+
+    import_(fmt, src=src, out=out, task=task, expert=expert, overwrite=overwrite)
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset folder (dataset.json, imagesTr/, labelsTr/<expert>/).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
+@config_options
+@click.option("--experts", default=None, help="Comma-separated experts to train on (default: all not marked new).")
+@click.option("--exclude-experts", default=None, help="Comma-separated experts to leave out.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest valid checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Start over in a non-empty --out.")
+@tracking_option
+@user_errors
+def pretrain(data, out, config_path, overrides, experts, exclude_experts, resume, overwrite, tracking):
+    """Pretrain one network on every expert's labels (one CIN row per expert).
+
+    \b
+    Example:
+      expertseg pretrain --data demo_data --out runs/pretrain --config configs/demo.yaml
+      expertseg pretrain --data demo_data --out runs/pretrain --resume
+    """
+    from pipelines.common import parse_list
+    from pipelines.pretrain import pretrain as run
+
+    run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty())
+
+
+def main(argv=None):
+    """Console entry point."""
+    cli.main(args=argv, prog_name="expertseg")
+
+
+if __name__ == "__main__":
+    main()

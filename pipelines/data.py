@@ -1,0 +1,99 @@
+"""``expertseg data``: check, demo and import."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+import numpy as np
+
+__all__ = ["check", "demo", "import_", "format_summary"]
+
+
+def check(dataset: str, *, quick: bool = False) -> None:
+    """Print a dataset summary, or raise :class:`DatasetError` listing every problem."""
+    from experts.data.manifest import scan_dataset
+
+    manifest = scan_dataset(dataset, read_voxels=not quick)
+    for w in manifest.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(format_summary(manifest, agreement=not quick))
+
+
+def format_summary(manifest, *, agreement: bool = True) -> str:
+    """A human-readable summary: cases, experts, who labelled what, kinds, spacing, agreement."""
+    spec = manifest.spec
+    lines = [f"dataset {spec.name or manifest.root.name}: {manifest.root}"]
+    train, test = manifest.case_ids("train"), manifest.case_ids("test")
+    lines.append(f"  cases: {len(train)} training, {len(test)} test; channels: {', '.join(spec.channel_names.values())}")
+    lines.append(f"  labels: {', '.join(f'{n}={v}' for n, v in sorted(spec.labels.items(), key=lambda kv: kv[1]))}")
+    spacings = np.array([manifest.cases[c].spacing for c in train + test])
+    shapes = np.array([manifest.cases[c].shape for c in train + test])
+    lines.append(f"  spacing (mm): median {_fmt(np.median(spacings, 0))}, range {_fmt(spacings.min(0))} - {_fmt(spacings.max(0))}")
+    lines.append(f"  shape: median {_fmt(np.median(shapes, 0), 0)}, min {_fmt(shapes.min(0), 0)}, max {_fmt(shapes.max(0), 0)}")
+    lines.append("  experts:")
+    width = max(len(e) for e in manifest.experts) if manifest.experts else 6
+    for e in manifest.experts:
+        kinds = Counter(lf.kind for lf in manifest.labels_of(expert=e, split="train"))
+        n_test = len(manifest.labels_of(expert=e, split="test"))
+        role = " [new]" if e in manifest.new_experts else ""
+        desc = manifest.description_of(e)
+        lines.append(
+            f"    {e:<{width}}{role:6} train: {kinds.get('dense', 0):3d} dense {kinds.get('partial', 0):3d} partial; "
+            f"test: {n_test:3d}" + (f"  - {desc}" if desc else "")
+        )
+    lines.append("  who labelled what (D dense, p partial, . none; columns: " + ", ".join(f"{i}={e}" for i, e in enumerate(manifest.experts)) + "):")
+    col = max(len(c) for c in train + test) if train + test else 4
+    lines.append("    " + " " * col + " " + " ".join(f"{i:>2}" for i in range(len(manifest.experts))))
+    for split, ids in (("train", train), ("test", test)):
+        for c in ids:
+            row = []
+            for e in manifest.experts:
+                lf = manifest.label(c, e)
+                row.append(" ." if lf is None or lf.split != split else (" D" if lf.kind == "dense" else " p"))
+            lines.append(f"    {c:<{col}} " + " ".join(row) + ("" if split == "train" else "   (test)"))
+    partial = manifest.labels_of(kind="partial")
+    if partial:
+        lines.append("  annotated-voxel fraction of partial labels:")
+        for lf in partial:
+            lines.append(f"    {lf.expert}/{lf.case}: {lf.annotated_fraction:.3%}")
+    if agreement:
+        from experts.data.agreement import pairwise_agreement
+
+        table = pairwise_agreement(manifest)
+        if table:
+            lines.append("  pairwise inter-expert Dice per class (mean over cases both labelled densely):")
+            for cls, pairs in table.items():
+                lines.append(f"    {cls}:")
+                for (a, b), (mean, n) in pairs.items():
+                    lines.append(f"      {a} vs {b}: {mean:.3f} (n={n})")
+    return "\n".join(lines)
+
+
+def _fmt(values, digits: int = 3) -> str:
+    """``(1.0, 1.0, 2.5)``-style text of a vector."""
+    return "(" + ", ".join(f"{float(v):.{digits}f}".rstrip("0").rstrip(".") if digits else str(int(v)) for v in values) + ")"
+
+
+def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float, overwrite: bool) -> None:
+    from experts.data.demo import make_demo_dataset
+
+    t0 = time.perf_counter()
+    path = make_demo_dataset(out, seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, overwrite=overwrite)
+    click.echo(f"demo dataset written to {Path(path).resolve()} in {time.perf_counter() - t0:.1f} s")
+    click.echo(f"next: expertseg data check {out}")
+
+
+def import_(fmt: str, *, src: str, out: str, task, expert, overwrite: bool) -> None:
+    from experts.data.converters import import_dataset
+
+    options = {}
+    if task is not None:
+        options["task"] = task
+    if expert is not None:
+        options["expert"] = expert
+    path = import_dataset(fmt, src=src, out=out, overwrite=overwrite, **options)
+    click.echo(f"imported {fmt} dataset into {Path(path).resolve()}")
+    click.echo(f"next: expertseg data check {out}")
