@@ -1,0 +1,189 @@
+"""3D U-Nets whose norm layers are conditioned on the expert.
+
+MONAI's ``UNet`` and ``DynUNet`` are chains of ``Sequential`` blocks that cannot pass the expert id
+to a norm layer, so these networks are built from MONAI ``Convolution`` blocks (``conv_only=True``)
+with their own forward. The expert is an argument of ``forward``, never hidden module state.
+
+Layout (nnU-Net-like): per resolution level two conv-norm-act units, down-sampling by a stride-2
+convolution, up-sampling by a stride-2 transposed convolution, skip connections by concatenation, a
+1x1x1 convolution head. ``channels=(16, 32, 64, 128)`` means 4 levels, 3 down-samplings; a patch must
+be divisible by ``2 ** (levels - 1)`` and keep at least 2 voxels per axis at the bottom, or instance
+norm has a single voxel to normalise.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+from experts.networks.cin import ConditionalInstanceNorm, SharedInstanceNorm
+
+__all__ = ["CINUNet", "CIN_PLACEMENTS"]
+
+CIN_PLACEMENTS = ("all", "encoder", "decoder")
+
+
+def _conv(cin: int, cout: int, *, stride: int = 1, kernel: int = 3, transposed: bool = False) -> Convolution:
+    return Convolution(
+        spatial_dims=3,
+        in_channels=cin,
+        out_channels=cout,
+        strides=stride,
+        kernel_size=kernel,
+        conv_only=True,
+        is_transposed=transposed,
+        padding=0 if kernel % 2 == 0 else None,
+        output_padding=0 if transposed else None,
+        bias=True,
+    )
+
+
+class ConvNormAct(nn.Module):
+    """conv -> (conditional) instance norm -> LeakyReLU."""
+
+    def __init__(self, cin: int, cout: int, *, num_experts: int, conditional: bool, stride: int = 1):
+        super().__init__()
+        self.conv = _conv(cin, cout, stride=stride)
+        self.norm = (ConditionalInstanceNorm if conditional else SharedInstanceNorm)(cout, num_experts)
+        self.act = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x), expert))
+
+
+class ResidualUnit(nn.Module):
+    """Two conv-norm units with a (projected) identity shortcut: ``act(x' + norm(conv(act(norm(conv x)))))``."""
+
+    def __init__(self, cin: int, cout: int, *, num_experts: int, conditional: bool, stride: int = 1):
+        super().__init__()
+        norm = ConditionalInstanceNorm if conditional else SharedInstanceNorm
+        self.conv1 = _conv(cin, cout, stride=stride)
+        self.norm1 = norm(cout, num_experts)
+        self.conv2 = _conv(cout, cout)
+        self.norm2 = norm(cout, num_experts)
+        self.skip = nn.Identity() if (cin == cout and stride == 1) else _conv(cin, cout, stride=stride, kernel=1)
+        self.act = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.norm1(self.conv1(x), expert))
+        y = self.norm2(self.conv2(y), expert)
+        return self.act(y + self.skip(x))
+
+
+class Stage(nn.Module):
+    """One resolution level: two conv-norm-act units (or one residual unit)."""
+
+    def __init__(self, cin: int, cout: int, *, num_experts: int, conditional: bool, stride: int, residual: bool):
+        super().__init__()
+        if residual:
+            self.units = nn.ModuleList([ResidualUnit(cin, cout, num_experts=num_experts, conditional=conditional, stride=stride)])
+        else:
+            self.units = nn.ModuleList(
+                [
+                    ConvNormAct(cin, cout, num_experts=num_experts, conditional=conditional, stride=stride),
+                    ConvNormAct(cout, cout, num_experts=num_experts, conditional=conditional),
+                ]
+            )
+
+    def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x, expert)
+        return x
+
+
+class CINUNet(nn.Module):
+    """A 3D U-Net with expert-conditioned instance norm.
+
+    Args:
+        in_channels: image channels.
+        num_classes: output classes K (background included, ignore excluded).
+        num_experts: rows of every CIN table.
+        channels: feature widths per level, e.g. ``(16, 32, 64, 128)``.
+        cin: where norms are conditional: ``"all"`` (default), ``"encoder"`` or ``"decoder"``; the
+            others use instance norm with one shared affine.
+        residual: residual units instead of plain conv pairs.
+
+    Shapes:
+        ``forward(image [B, C, D, H, W], expert LongTensor[B]) -> logits [B, K, D, H, W]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        num_experts: int,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        cin: str = "all",
+        residual: bool = False,
+    ):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(f"channels needs at least 2 positive widths (levels), got {channels}")
+        if cin not in CIN_PLACEMENTS:
+            raise ValueError(f"cin must be one of {CIN_PLACEMENTS}, got {cin!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background and one class), got {num_classes}")
+        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
+        enc_cond, dec_cond = cin in ("all", "encoder"), cin in ("all", "decoder")
+        kw = dict(num_experts=num_experts, residual=residual)
+        self.encoder = nn.ModuleList(
+            Stage(cin_, cout, conditional=enc_cond, stride=1 if i == 0 else 2, **kw)
+            for i, (cin_, cout) in enumerate(zip((in_channels,) + channels[:-1], channels))
+        )
+        self.upsample = nn.ModuleList(_conv(c_hi, c_lo, stride=2, kernel=2, transposed=True) for c_hi, c_lo in zip(channels[:0:-1], channels[-2::-1]))
+        self.decoder = nn.ModuleList(Stage(2 * c, c, conditional=dec_cond, stride=1, **kw) for c in channels[-2::-1])
+        self.head = _conv(channels[0], num_classes, kernel=1)
+        self.expert_heads = nn.ModuleDict()
+
+    @property
+    def divisor(self) -> int:
+        """Each spatial size must be a multiple of this (``2 ** (levels - 1)``)."""
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def num_experts(self) -> int:
+        return next(iter(self.cin_layers())).num_experts if any(True for _ in self.cin_layers()) else 1
+
+    def cin_layers(self):
+        """Every :class:`ConditionalInstanceNorm` in forward order."""
+        return (m for m in self.modules() if isinstance(m, ConditionalInstanceNorm))
+
+    def check_input_size(self, spatial: Sequence[int]) -> None:
+        """Raise ``ValueError`` if a patch of this size cannot pass through the network."""
+        bad = [s for s in spatial if s % self.divisor or s // self.divisor < 2]
+        if bad:
+            raise ValueError(
+                f"patch size {tuple(spatial)} does not fit a {len(self.channels)}-level network: every axis must be a "
+                f"multiple of {self.divisor} with at least {2 * self.divisor} voxels (instance norm needs 2 voxels per axis at the bottom)"
+            )
+
+    def features(self, image: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """Last decoder features ``[B, channels[0], D, H, W]``."""
+        skips = []
+        x = image
+        for stage in self.encoder:
+            x = stage(x, expert)
+            skips.append(x)
+        for up, stage, skip in zip(self.upsample, self.decoder, reversed(skips[:-1])):
+            x = stage(torch.cat([up(x), skip], dim=1), expert)
+        return x
+
+    def forward(self, image: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 5:
+            raise ValueError(f"image must be [B, C, D, H, W], got shape {tuple(image.shape)}")
+        expert = torch.as_tensor(expert, device=image.device).long().reshape(-1)
+        if expert.shape[0] == 1 and image.shape[0] > 1:
+            expert = expert.expand(image.shape[0])
+        x = self.features(image, expert)
+        logits = self.head(x)
+        if len(self.expert_heads):
+            for key, head in self.expert_heads.items():
+                rows = expert == int(key)
+                if rows.any():
+                    logits = torch.where(rows.view(-1, 1, 1, 1, 1), head(x), logits)
+        return logits
