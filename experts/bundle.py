@@ -1,0 +1,135 @@
+"""A trained model on disk: weights, architecture, experts, plan and config, loaded by our own code.
+
+A bundle is a folder::
+
+    weights.pt  weights.pt.sha256   state_dict (plain tensors, checksummed)
+    model.json                      architecture, expert ids (row order), classes, ids
+    plan.json                       preprocessing plan
+    config.yaml                     the resolved run config
+
+It is what pretraining registers in MLflow and what ``adapt``, ``predict`` and ``compare`` load:
+the network is rebuilt from code + ``model.json`` and the weights are read with
+``torch.load(weights_only=True)``. MLflow's own PyTorch flavour would unpickle, and a torch.export
+model cannot be trained further.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from experts.data.plan import Plan
+from experts.errors import ModelFileError
+from experts.networks import NETWORKS, create_network
+from experts.training.checkpoint import load_checked, save_checked
+
+__all__ = ["ModelBundle", "save_bundle", "load_bundle", "FORMAT"]
+
+FORMAT = "expertseg-model"
+VERSION = 1
+
+
+@dataclass
+class ModelBundle:
+    """A network with everything needed to use it.
+
+    Attributes:
+        network: the module, rows in the order of ``experts``.
+        experts: expert ids; ``experts[i]`` is row ``i`` of every CIN table.
+        plan: the preprocessing plan.
+        arch: ``{"name": registry name, "kwargs": {...}}`` without in/out sizes and expert count.
+        config: the resolved config of the run that produced it.
+        model_id: sha256 of the weights file when loaded or saved.
+        lineage: e.g. ``{"base_model_id": ..., "adapted": [...]}`` for adapted models.
+    """
+
+    network: torch.nn.Module
+    experts: list[str]
+    plan: Plan
+    arch: dict
+    config: dict = field(default_factory=dict)
+    model_id: str = ""
+    lineage: dict = field(default_factory=dict)
+
+    def row(self, expert: str) -> int:
+        try:
+            return self.experts.index(expert)
+        except ValueError:
+            raise ModelFileError(f"expert {expert!r} is not in this model; it knows {', '.join(self.experts)}") from None
+
+
+def build_network(arch: dict, *, plan: Plan, num_experts: int) -> torch.nn.Module:
+    return create_network(arch["name"], in_channels=plan.num_channels, num_classes=plan.num_classes, num_experts=num_experts, **arch.get("kwargs", {}))
+
+
+def save_bundle(folder: str | Path, bundle: ModelBundle) -> Path:
+    """Write the bundle; CIN blocks are merged into one table per layer first (on a copy)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(bundle.network).cpu()
+    for layer in net.cin_layers():
+        layer.merge_blocks()
+    digest = save_checked(folder / "weights.pt", net.state_dict())
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": bundle.arch,
+        "experts": list(bundle.experts),
+        "in_channels": bundle.plan.num_channels,
+        "num_classes": bundle.plan.num_classes,
+        "expert_heads": sorted(int(k) for k in getattr(net, "expert_heads", {}).keys()),
+        "model_id": digest,
+        "lineage": bundle.lineage,
+    }
+    (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    bundle.plan.save(folder / "plan.json")
+    (folder / "config.yaml").write_text(yaml.safe_dump(bundle.config, sort_keys=False))
+    bundle.model_id = digest
+    return folder
+
+
+def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> ModelBundle:
+    """Rebuild the network from ``model.json`` and load the checked weights.
+
+    Raises:
+        ModelFileError: missing files, a format this code does not read, an unknown architecture,
+            or weights that do not fit (another architecture, another number of experts).
+    """
+    folder = Path(folder)
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise ModelFileError(f"{folder}: no model.json; pass a model folder written by expertseg (a run's model/ folder)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelFileError(f"{meta_path}: not valid JSON; the model folder is damaged") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ModelFileError(f"{meta_path}: not an expertseg model (format {meta.get('format')!r} version {meta.get('version')!r})")
+    arch = meta.get("arch") or {}
+    if arch.get("name") not in NETWORKS:
+        raise ModelFileError(f"{meta_path}: unknown architecture {arch.get('name')!r}; known: {', '.join(NETWORKS.names())}")
+    try:
+        plan = Plan.load(folder / "plan.json")
+    except (FileNotFoundError, TypeError, json.JSONDecodeError):
+        raise ModelFileError(f"{folder / 'plan.json'}: missing or damaged preprocessing plan") from None
+    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+    experts = list(meta["experts"])
+    net = build_network(arch, plan=plan, num_experts=len(experts))
+    for idx in meta.get("expert_heads", []):
+        net.expert_heads[str(idx)] = copy.deepcopy(net.head)
+    state = load_checked(folder / "weights.pt")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)[:200]
+        raise ModelFileError(
+            f"{folder / 'weights.pt'}: weights do not fit a {arch['name']} with {len(experts)} experts ({first}); "
+            "the file comes from another architecture or a different number of experts"
+        ) from None
+    net.to(device)
+    return ModelBundle(network=net, experts=experts, plan=plan, arch=arch, config=config or {}, model_id=meta.get("model_id", ""), lineage=meta.get("lineage", {}))

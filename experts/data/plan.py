@@ -1,0 +1,163 @@
+"""The preprocessing plan: computed from the data once, stored as JSON, logged with every run.
+
+nnU-Net's experiment planning in miniature: target spacing (median of the training cases), patch
+size (the median resampled shape, capped and made to fit the network's depth) and intensity
+normalisation per channel (z-score per image for MRI-like channels; global clipping and z-score
+for channels named CT). Orientation is RAS for every volume the network sees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from experts.data.nifti import load_volume
+
+__all__ = ["Plan", "make_plan", "fit_patch"]
+
+
+@dataclass
+class Plan:
+    """Everything preprocessing needs, as plain data.
+
+    Attributes:
+        spacing: target voxel size in mm (RAS axis order).
+        patch_size: training and inference window ``[D, H, W]`` in voxels.
+        normalization: per channel ``"zscore"``, ``"ct"`` or ``"none"``.
+        ct_stats: per CT channel ``{"lower", "upper", "mean", "std"}``.
+        class_names: predicted classes, background first.
+        ignore_label: the value of unannotated voxels, or ``None``.
+        median_shape: median resampled shape of the training cases.
+    """
+
+    spacing: list[float]
+    patch_size: list[int]
+    normalization: list[str]
+    channel_names: list[str]
+    class_names: list[str]
+    ignore_label: int | None
+    median_shape: list[int]
+    ct_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    orientation: str = "RAS"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def fit_patch(shape, *, cap, divisor: int) -> list[int]:
+    """Largest multiple of ``divisor`` not above ``min(shape, cap)`` per axis, at least ``2 * divisor``."""
+    return [max(2 * divisor, (min(int(s), int(c)) // divisor) * divisor) for s, c in zip(shape, cap)]
+
+
+def _ras_shape(shape, affine, spacing) -> np.ndarray:
+    """Shape of a volume after reorientation to RAS and resampling to ``spacing``."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    order = ornt[:, 0].astype(int)
+    extent = np.asarray(shape, float) * np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+    ras_extent = np.empty(3)
+    ras_extent[order] = extent
+    return np.maximum(1, np.round(ras_extent / np.asarray(spacing, float))).astype(int)
+
+
+def make_plan(
+    manifest,
+    *,
+    divisor: int,
+    spacing=None,
+    patch_size=None,
+    max_patch_size=(64, 64, 64),
+    normalization: str = "auto",
+) -> Plan:
+    """Plan preprocessing for a dataset.
+
+    Args:
+        manifest: the checked dataset (:func:`experts.data.manifest.scan_dataset`).
+        divisor: the network's size divisor (``2 ** (levels - 1)``).
+        spacing: target spacing in mm, or ``None`` for the median of the training cases.
+        patch_size: patch in voxels, or ``None`` to plan it.
+        max_patch_size: cap of a planned patch.
+        normalization: ``"auto"`` (CT for channels named CT, else z-score), ``"zscore"``, ``"ct"``, ``"none"``.
+
+    Returns:
+        The :class:`Plan`.
+    """
+    import nibabel as nib
+
+    train = manifest.case_ids("train")
+    cases = [manifest.cases[c] for c in train]
+    spacings = []
+    for c in cases:
+        ornt = nib.orientations.io_orientation(c.affine)
+        sp = np.empty(3)
+        sp[ornt[:, 0].astype(int)] = c.spacing
+        spacings.append(sp)
+    target = [float(s) for s in (np.median(spacings, axis=0) if spacing is None else spacing)]
+    shapes = np.array([_ras_shape(c.shape, c.affine, target) for c in cases])
+    median_shape = [int(s) for s in np.median(shapes, axis=0)]
+    if patch_size is None:
+        patch = fit_patch(median_shape, cap=max_patch_size, divisor=divisor)
+    else:
+        patch = [int(p) for p in patch_size]
+        bad = [p for p in patch if p % divisor or p < 2 * divisor]
+        if bad:
+            raise ValueError(f"patch size {patch}: every axis must be a multiple of {divisor} and at least {2 * divisor} for this network depth")
+    channel_names = [manifest.spec.channel_names[str(i)] for i in range(manifest.spec.num_channels)]
+    norms = []
+    for name in channel_names:
+        if normalization == "auto":
+            norms.append("ct" if name.strip().upper() == "CT" else "zscore")
+        else:
+            norms.append(normalization)
+    ct_stats = {}
+    for i, n in enumerate(norms):
+        if n == "ct":
+            ct_stats[str(i)] = _ct_stats(manifest, train, i)
+    return Plan(
+        spacing=target,
+        patch_size=patch,
+        normalization=norms,
+        channel_names=channel_names,
+        class_names=manifest.spec.class_names,
+        ignore_label=manifest.spec.ignore_label,
+        median_shape=median_shape,
+        ct_stats=ct_stats,
+    )
+
+
+def _ct_stats(manifest, cases, channel: int, *, per_case: int = 20000, seed: int = 0) -> dict[str, float]:
+    """Clip range (0.5 and 99.5 percentiles) and mean/std of CT intensities, from a voxel sample."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for c in cases:
+        arr = load_volume(manifest.cases[c].images[channel]).array.ravel()
+        samples.append(rng.choice(arr, size=min(per_case, arr.size), replace=False))
+    values = np.concatenate(samples)
+    lower, upper = np.percentile(values, [0.5, 99.5])
+    clipped = np.clip(values, lower, upper)
+    return {"lower": float(lower), "upper": float(upper), "mean": float(clipped.mean()), "std": float(clipped.std() + 1e-8)}

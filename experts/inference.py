@@ -1,0 +1,73 @@
+"""Sliding-window inference for several experts at once.
+
+MONAI's ``sliding_window_inference`` passes extra arguments unbatched, so the expert conditioning
+goes through a closure: each window is repeated once per requested expert and the network sees a
+batch of ``windows x experts``. One pass over the volume gives every expert's probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+__all__ = ["predict_experts"]
+
+
+@torch.no_grad()
+def predict_experts(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    rows: Sequence[int],
+    *,
+    patch_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    blend: str = "gaussian",
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Softmax probabilities of every requested expert.
+
+    Args:
+        model: ``model(image [B,C,D,H,W], expert LongTensor[B]) -> logits [B,K,D,H,W]``.
+        image: ``[C, D, H, W]`` preprocessed image.
+        rows: the experts' rows in the network's CIN tables.
+        patch_size: window size ``[D, H, W]``.
+        overlap: window overlap fraction.
+        sw_batch_size: windows per forward pass (each repeated ``len(rows)`` times).
+        blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
+        device: where the network runs; the output stays on the CPU.
+
+    Returns:
+        ``[E, K, D, H, W]`` probabilities, ``E = len(rows)``, on the CPU.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be [C, D, H, W], got shape {tuple(image.shape)}")
+    rows_t = torch.as_tensor(list(rows), dtype=torch.long, device=device)
+    n_experts = rows_t.numel()
+    if n_experts == 0:
+        raise ValueError("no expert requested")
+    was_training = model.training
+    model.eval()
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        n = window.shape[0]
+        logits = model(window.repeat_interleave(n_experts, dim=0), rows_t.repeat(n))
+        probs = logits.float().softmax(dim=1)
+        return probs.reshape(n, n_experts * probs.shape[1], *probs.shape[2:])
+
+    x = torch.as_tensor(image).float().unsqueeze(0).to(device)
+    out = sliding_window_inference(
+        x,
+        roi_size=list(patch_size),
+        sw_batch_size=sw_batch_size,
+        predictor=predictor,
+        overlap=overlap,
+        mode=blend,
+        sw_device=device,
+        device="cpu",
+    )
+    model.train(was_training)
+    out = torch.as_tensor(out)[0]
+    return out.reshape(n_experts, -1, *out.shape[1:])

@@ -1,0 +1,1 @@
+"""Training building blocks: sampling, the loop, schedules, checkpoints, validation."""

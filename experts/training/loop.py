@@ -1,0 +1,136 @@
+"""The training loop: a few readable lines composed from a loss, batches and callbacks.
+
+No trainer class: :func:`fit` takes the pieces (network, loss, optimiser, schedule, an iterator of
+batches) and calls back for logging, validation and checkpoints. Pretraining and adaptation both use
+it; what differs between them is which parameters the optimiser owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from experts.errors import ExpertsegError
+
+__all__ = ["fit", "NonFiniteLoss", "Callbacks"]
+
+
+class NonFiniteLoss(ExpertsegError):
+    """The loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class Callbacks:
+    """Hooks of :func:`fit`; each is optional.
+
+    ``on_log(step, parts)`` every ``log_every`` steps with the mean loss parts since the last call,
+    ``on_validate(step)`` every ``val_every`` steps and at the end, ``on_checkpoint(step)`` every
+    ``checkpoint_every`` steps and at the end. ``step`` counts completed steps.
+    """
+
+    on_log: Callable[[int, dict], None] | None = None
+    on_validate: Callable[[int], dict | None] | None = None
+    on_checkpoint: Callable[[int], None] | None = None
+    log_every: int = 10
+    val_every: int = 0
+    checkpoint_every: int = 0
+
+
+def fit(
+    *,
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    schedules: list,
+    batches: Iterable[dict],
+    start_step: int,
+    steps: int,
+    device: torch.device,
+    grad_clip: float = 0.0,
+    amp: bool = False,
+    callbacks: Callbacks | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> int:
+    """Run steps ``start_step .. steps - 1``.
+
+    Args:
+        model: ``model(image, expert) -> logits``.
+        loss_fn: returns a dict with ``loss`` and parts to log.
+        optimizers: each steps after every backward pass (adaptation keeps new rows in their own).
+        schedules: learning-rate schedules stepped with them.
+        batches: yields ``{"image", "label", "expert"}`` for each remaining step.
+        grad_clip: clip the global gradient norm (0: off).
+        amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
+
+    Returns:
+        The number of completed steps.
+
+    Raises:
+        NonFiniteLoss: the loss became NaN or infinite.
+    """
+    cb = callbacks or Callbacks()
+    params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    sums: dict[str, float] = {}
+    count = 0
+    step = start_step
+    model.train()
+    bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    try:
+        for batch in batches:
+            if step >= steps:
+                break
+            image = batch["image"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True)
+            expert = batch["expert"].to(device, non_blocking=True)
+            autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+            with autocast:
+                logits = model(image, expert)
+            parts = loss_fn(logits.float(), label)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"loss became {loss.item()} at step {step + 1}; the run stopped and its last good checkpoint is kept; "
+                    "lower train.lr, check the images for extreme values, or resume from the checkpoint"
+                )
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip > 0:
+                for opt in optimizers:
+                    scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+            for sched in schedules:
+                sched.step()
+            step += 1
+            count += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
+            bar.update(1)
+            if cb.on_log and (step % cb.log_every == 0 or step == steps):
+                means = {k: v / count for k, v in sums.items()}
+                means["lr"] = optimizers[0].param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{means['loss']:.4f}")
+                cb.on_log(step, means)
+                sums, count = {}, 0
+            if cb.on_validate and cb.val_every and step % cb.val_every == 0 and step != steps:
+                cb.on_validate(step)
+                model.train()
+            if cb.on_checkpoint and cb.checkpoint_every and step % cb.checkpoint_every == 0 and step != steps:
+                cb.on_checkpoint(step)
+    finally:
+        bar.close()
+    if cb.on_validate and step == steps:
+        cb.on_validate(step)
+    if cb.on_checkpoint and step == steps:
+        cb.on_checkpoint(step)
+    return step

@@ -1,0 +1,277 @@
+"""``expertseg pretrain``: one network, every expert's labels, dense and scribbled.
+
+Data flow: dataset -> plan -> cached volumes -> expert-balanced sampler -> seeded patches ->
+network(image, expert) -> partial loss -> :func:`experts.training.loop.fit` -> tracker. The run
+folder holds the plan, the resolved config, checkpoints, the local log and the model bundle; MLflow
+gets the same and registers the bundle with alias ``pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import yaml
+
+from pipelines.common import prepare_out, seed_everything, select_device, select_experts
+from pipelines.config import Config, config_to_dict, flatten, load_config
+from pipelines.tracking import Tracker
+
+__all__ = ["pretrain", "PretrainSetup", "setup_pretraining"]
+
+
+@dataclass
+class PretrainSetup:
+    """Everything a pretraining run is made of, before the loop starts."""
+
+    cfg: Config
+    manifest: object
+    experts: list[str]
+    rows: dict[str, int]
+    plan: object
+    network: object
+    train_cases: list[str]
+    val_cases: list[str]
+    items: list
+    arch: dict
+
+
+def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=None) -> PretrainSetup:
+    """Scan the data, choose experts, split by case, build the network and the plan."""
+    import torch
+
+    from experts.data.manifest import scan_dataset
+    from experts.data.plan import make_plan
+    from experts.data.splits import case_split
+    from experts.networks import create_network
+    from experts.training.sampling import SampleItem
+
+    manifest = scan_dataset(data)
+    experts = select_experts(manifest, include=include, exclude=exclude)
+    rows = {e: (0 if cfg.sampling.pool_experts else i) for i, e in enumerate(experts)}
+    labels = [lf for lf in manifest.labels_of(split="train") if lf.expert in rows]
+    train_cases, val_cases = case_split([(lf.case, lf.expert) for lf in labels], n_folds=cfg.data.n_folds, fold=cfg.data.fold)
+    items = [SampleItem(lf.case, lf.expert, lf.kind, rows[lf.expert]) for lf in labels if lf.case in set(train_cases)]
+    arch = {"name": cfg.network.name, "kwargs": {"channels": list(cfg.network.channels), "cin": cfg.network.cin}}
+    torch.manual_seed(cfg.seed)
+    network = create_network(
+        cfg.network.name,
+        in_channels=manifest.spec.num_channels,
+        num_classes=manifest.spec.num_classes,
+        num_experts=1 if cfg.sampling.pool_experts else len(experts),
+        **arch["kwargs"],
+    )
+    plan = make_plan(
+        manifest,
+        divisor=network.divisor,
+        spacing=cfg.data.spacing,
+        patch_size=cfg.data.patch_size,
+        max_patch_size=cfg.data.max_patch_size,
+        normalization=cfg.data.normalization,
+    )
+    network.check_input_size(plan.patch_size)
+    return PretrainSetup(cfg, manifest, experts, rows, plan, network, train_cases, val_cases, items, arch)
+
+
+def pretrain(
+    *,
+    data: str,
+    out: str,
+    config_path: str | None = None,
+    overrides: tuple[str, ...] = (),
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    tracking: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run multi-expert pretraining; returns the run summary (also written to ``<out>/summary.json``)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from experts.bundle import ModelBundle, save_bundle
+    from experts.data.datasets import PatchDataset, VolumeCache
+    from experts.data.transforms import training_augmentation
+    from experts.losses import create_loss
+    from experts.training.checkpoint import CheckpointDir, rng_state, set_rng_state
+    from experts.training.loop import Callbacks, fit
+    from experts.training.sampling import ExpertBalancedSampler
+    from experts.training.schedule import make_optimizer, make_schedule
+    from experts.training.validation import expert_dice
+
+    t_start = time.perf_counter()
+    cfg = load_config(config_path, overrides)
+    if tracking:
+        cfg.tracking.backend = tracking
+    out = prepare_out(out, resume=resume, overwrite=overwrite)
+    seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
+    s = setup_pretraining(cfg, data, include=include, exclude=exclude)
+    device = select_device()
+    net = s.network.to(device)
+    resolved = config_to_dict(cfg)
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    s.plan.save(out / "plan.json")
+    (out / "dataset.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
+
+    # --- data --------------------------------------------------------------------------------
+    train_labels = {(it.case, it.expert): s.manifest.label(it.case, it.expert).path for it in s.items}
+    train_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in s.train_cases}, labels=train_labels, pad=True, cache=cfg.data.cache, progress=progress)
+    val_targets = _dense_targets(s.manifest, s.val_cases, s.rows, split="train")
+    val_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in val_targets}, labels={(c, e): s.manifest.label(c, e).path for c, pairs in val_targets.items() for e, _ in pairs}, pad=False, cache=cfg.data.cache)
+    sampler = ExpertBalancedSampler(s.items, batch_size=cfg.train.batch_size, seed=cfg.seed, expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights)
+    augmentation = training_augmentation(s.plan, flip=cfg.augment.flip, rotate90=cfg.augment.rotate90, intensity=cfg.augment.intensity)
+    dataset = PatchDataset(train_cache, s.items, augmentation)
+
+    # --- optimisation ------------------------------------------------------------------------
+    loss_fn = create_loss(cfg.loss.name, ignore_label=s.plan.num_classes, ce_weight=cfg.loss.ce_weight, dice_weight=cfg.loss.dice_weight, batch_dice=cfg.loss.batch_dice)
+    optimizer = make_optimizer(net.parameters(), name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
+    schedule = make_schedule(optimizer, name=cfg.train.schedule, steps=cfg.train.steps, warmup_steps=cfg.train.warmup_steps)
+    checkpoints = CheckpointDir(out / "checkpoints")
+    start_step, run_id = 0, None
+    if resume:
+        state, problems = checkpoints.latest_valid()
+        for p in problems:
+            click.echo(f"warning: skipped damaged checkpoint: {p}", err=True)
+        run_info = json.loads((out / "run.json").read_text())
+        run_id = run_info.get("mlflow_run_id")
+        if state is not None:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            set_rng_state(state["rng"])
+            start_step = int(state["step"])
+            click.echo(f"resuming from step {start_step}")
+
+    tags = {
+        "dataset": s.manifest.spec.name,
+        "experts": ",".join(s.experts),
+        "label_kinds": ",".join(sorted({it.kind for it in s.items})),
+        "pooled": str(cfg.sampling.pool_experts).lower(),
+    }
+    tracker = Tracker(run_dir=out, stage="pretrain", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=out.name, tags=tags, resume_run_id=run_id)
+    with tracker:
+        (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root)}, indent=2))
+        if start_step == 0:
+            tracker.log_params(flatten(resolved))
+            tracker.log_params({"plan." + k: v for k, v in flatten(s.plan.to_dict()).items()})
+            tracker.log_params({"n_train_cases": len(s.train_cases), "n_val_cases": len(s.val_cases), "n_train_labels": len(s.items), "device": device.type})
+            tracker.log_dataset(s.manifest)
+            tracker.log_artifact(out / "plan.json")
+            tracker.log_artifact(out / "config.yaml")
+            tracker.log_artifact(out / "dataset.json")
+
+        def on_log(step, parts):
+            tracker.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=step)
+
+        def on_validate(step):
+            if not val_targets:
+                return None
+            scores = expert_dice(net, cache=val_cache, targets=val_targets, class_names=s.plan.class_names, patch_size=s.plan.patch_size, device=device, sw_batch_size=cfg.predict.sw_batch_size)
+            tracker.log_metrics(_dice_metrics("val", scores), step=step)
+            return scores
+
+        def on_checkpoint(step):
+            checkpoints.save(step, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "rng": rng_state(), "experts": s.experts})
+
+        loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start_step, cfg.train.steps)), num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda", persistent_workers=False)
+        fit(
+            model=net,
+            loss_fn=loss_fn,
+            optimizers=[optimizer],
+            schedules=[schedule],
+            batches=loader,
+            start_step=start_step,
+            steps=cfg.train.steps,
+            device=device,
+            grad_clip=cfg.train.grad_clip,
+            amp=cfg.train.amp,
+            callbacks=Callbacks(on_log=on_log, on_validate=on_validate, on_checkpoint=on_checkpoint, log_every=cfg.train.log_every, val_every=cfg.train.val_every, checkpoint_every=cfg.train.checkpoint_every),
+            progress=progress,
+            desc="pretrain",
+        )
+        train_seconds = time.perf_counter() - t_start
+
+        # --- final scores on the test labels -------------------------------------------------
+        test = score_on_test(net, s.manifest, s.plan, s.rows, device=device, sw_batch_size=cfg.predict.sw_batch_size)
+        tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
+
+        bundle_experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
+        bundle = ModelBundle(network=net, experts=bundle_experts, plan=s.plan, arch=s.arch, config=resolved, lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint()})
+        save_bundle(out / "model", bundle)
+        tracker.log_artifact(out / "model", "model")
+        model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)
+        version = None
+        if cfg.tracking.register:
+            version = tracker.register_model(artifact_path="model", name=model_name, alias="pooled" if cfg.sampling.pool_experts else "pretrained", tags={"stage": "pretrain", **tags, "model_id": bundle.model_id})
+        summary = {
+            "stage": "pretrain",
+            "out": str(out.resolve()),
+            "model": str((out / "model").resolve()),
+            "experts": s.experts,
+            "test_dice": test,
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "train_seconds": round(train_seconds, 1),
+            "mlflow_run_id": tracker.run_id,
+            "registered": {"name": model_name, "version": version} if version else None,
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        tracker.log_artifact(out / "summary.json")
+        tracker.log_artifact(out / "tracking.jsonl")
+    _print_summary(summary, tracker)
+    return summary
+
+
+def registry_name(dataset_name: str) -> str:
+    """A registry-safe model name: ``expertseg-<dataset>`` without ``/ : . % " '``."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in (dataset_name or "dataset"))
+    return f"expertseg-{safe}"
+
+
+def score_on_test(net, manifest, plan, rows: dict[str, int], *, device, sw_batch_size: int = 2) -> dict:
+    """Dice per expert and class on ``labelsTs`` (dense labels of the experts in ``rows``)."""
+    from experts.data.datasets import VolumeCache
+    from experts.training.validation import expert_dice
+
+    targets = _dense_targets(manifest, manifest.case_ids("test"), rows, split="test")
+    if not targets:
+        return {}
+    cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in targets}, labels={(c, e): manifest.label(c, e).path for c, pairs in targets.items() for e, _ in pairs}, pad=False)
+    return expert_dice(net, cache=cache, targets=targets, class_names=plan.class_names, patch_size=plan.patch_size, device=device, sw_batch_size=sw_batch_size)
+
+
+def _dense_targets(manifest, cases, rows: dict[str, int], *, split: str) -> dict[str, list[tuple[str, int]]]:
+    targets: dict[str, list[tuple[str, int]]] = {}
+    for c in cases:
+        for e, row in rows.items():
+            lf = manifest.label(c, e)
+            if lf is not None and lf.kind == "dense" and lf.split == split:
+                targets.setdefault(c, []).append((e, row))
+    return targets
+
+
+def _dice_metrics(prefix: str, scores: dict) -> dict:
+    out = {}
+    for expert, per_class in scores.items():
+        for cls, v in per_class.items():
+            out[f"{prefix}/dice/{expert}" if cls == "mean" else f"{prefix}/dice/{expert}/{cls}"] = v
+    if scores:
+        out[f"{prefix}/dice_mean"] = sum(v["mean"] for v in scores.values()) / len(scores)
+    return out
+
+
+def _print_summary(summary: dict, tracker: Tracker) -> None:
+    click.echo(f"pretraining finished in {summary['seconds']:.0f} s")
+    if summary["test_dice"]:
+        click.echo("test Dice per expert (mean over classes):")
+        for e, v in summary["test_dice"].items():
+            click.echo(f"  {e}: {v['mean']:.3f}  " + "  ".join(f"{k}={x:.3f}" for k, x in v.items() if k != "mean"))
+    click.echo(f"run folder: {summary['out']}")
+    click.echo(f"model: {summary['model']}")
+    if summary.get("registered"):
+        r = summary["registered"]
+        click.echo(f"registered: models:/{r['name']}/{r['version']}")
+    click.echo(tracker.ui_hint())

@@ -1,0 +1,74 @@
+"""Configs are plain YAML checked against the schema; mistakes are one clear line each."""
+
+from pathlib import Path
+
+import pytest
+
+from experts.errors import ConfigError
+from pipelines.config import Config, flatten, load_config
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+def test_default_yaml_spells_out_the_embedded_defaults():
+    assert load_config(CONFIGS / "default.yaml") == Config()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    load_config(path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.stepz=5"], "unknown key 'train.stepz'"),
+        (["train.lr=fast"], "'train.lr' must be a number, got 'fast'"),
+        (["train.steps=1.5"], "'train.steps' must be an integer"),
+        (["train.steps=true"], "'train.steps' must be an integer"),
+        (["network.cin=middle"], "'network.cin' must be one of 'all', 'encoder', 'decoder'"),
+        (["data.patch_size=[16,16]"], "'data.patch_size' must be 3 positive numbers"),
+        (["adapt.init=closest"], "'adapt.init' must be 'mean', 'nearest' or 'expert:<id>'"),
+        (["sampling.kind_weights={scribble: 1}"], "keys are 'dense' and 'partial'"),
+        (["train"], "expected section.key=value"),
+        (["data.fold=7"], "'data.fold' must be in 0..4"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_named(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert any(message in line for line in err.value.problems), err.value.problems
+
+
+def test_file_and_overrides_compose(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 10\n  lr: 0.01\nnetwork:\n  channels: [8, 16]\n")
+    cfg = load_config(path, ["train.lr=0.5"])
+    assert (cfg.train.steps, cfg.train.lr, cfg.network.channels, cfg.train.batch_size) == (10, 0.5, [8, 16], 2)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: [1, 2]\n", "train must be a mapping"),
+        ("train:\n  steps: 3\n bad", "not valid YAML"),
+        ("- 1\n- 2\n", "a config is a mapping of sections"),
+    ],
+)
+def test_malformed_files_are_refused(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any(message in line for line in err.value.problems)
+
+
+def test_yaml_tags_are_not_evaluated(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_flatten_gives_dotted_keys():
+    assert flatten({"train": {"lr": 1, "x": {"y": 2}}, "seed": 0}) == {"train.lr": 1, "train.x.y": 2, "seed": 0}
