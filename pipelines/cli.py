@@ -154,6 +154,33 @@ def pretrain(data, out, config_path, overrides, experts, exclude_experts, resume
     run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty())
 
 
+@cli.command()
+@click.option("--model", required=True, help="Pretrained model: a run folder, its model/ folder, or models:/<name>@pretrained.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset holding the new doctor's labels.")
+@click.option("--expert", required=True, help="The new doctor's expert id in the dataset.")
+@click.option("--cases", default=None, help="Comma-separated cases to adapt on.")
+@click.option("--shots", type=int, default=None, help="Or: this many of the doctor's cases, drawn by seed.")
+@click.option("--scribbles", is_flag=True, help="Simulate scribbles from the doctor's dense labels and adapt on those.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (adapter/, model/).")
+@config_options
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@tracking_option
+@user_errors
+def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overrides, overwrite, tracking):
+    """Adapt a pretrained model to a new doctor from a few of their cases (dense or scribbles).
+
+    \b
+    Examples:
+      expertseg adapt --model runs/pretrain --data demo_data --expert drnew --shots 3 --out runs/adapt-drnew
+      expertseg adapt --model models:/expertseg-BrainTissueDemo@pretrained --data demo_data \\
+          --expert drnew --cases case001,case004 --set adapt.init=mean --out runs/adapt2
+    """
+    from pipelines.adapt import adapt as run
+    from pipelines.common import parse_list
+
+    run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, progress=sys.stderr.isatty())
+
+
 def main(argv=None):
     """Console entry point."""
     cli.main(args=argv, prog_name="expertseg")

@@ -200,7 +200,7 @@ def pretrain(
         tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
 
         bundle_experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
-        bundle = ModelBundle(network=net, experts=bundle_experts, plan=s.plan, arch=s.arch, config=resolved, lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint()})
+        bundle = ModelBundle(network=net, experts=bundle_experts, plan=s.plan, arch=s.arch, config=resolved, lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id})
         save_bundle(out / "model", bundle)
         tracker.log_artifact(out / "model", "model")
         model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)

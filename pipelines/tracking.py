@@ -24,7 +24,7 @@ import yaml
 
 from experts.errors import TrackingError
 
-__all__ = ["Tracker", "tracking_uri", "experiment_spec", "local_store_dir"]
+__all__ = ["Tracker", "tracking_uri", "experiment_spec", "local_store_dir", "ensure_experiment", "find_or_create_parent"]
 
 _TEMPLATE = Path(__file__).resolve().parents[1] / "mlruns_template" / "experiments.yaml"
 _FALLBACK = {s: {"name": f"expertseg-{s}", "description": "", "tags": {"project": "expertseg", "stage": s}} for s in ("pretrain", "adapt", "evaluate", "compare", "tune", "bench")}
@@ -206,20 +206,9 @@ class Tracker:
 
         mlflow.set_tracking_uri(uri)
         spec = experiment_spec(self.stage)
-        name = self.experiment or spec["name"]
         try:
             client = MlflowClient(tracking_uri=uri)
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                location = None
-                if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-                    location = (local_store_dir() / "artifacts" / name).resolve().as_uri()
-                try:
-                    exp_id = client.create_experiment(name, artifact_location=location, tags={**spec.get("tags", {}), "mlflow.note.content": spec.get("description", "")})
-                except Exception:  # another process created it first
-                    exp_id = client.get_experiment_by_name(name).experiment_id
-            else:
-                exp_id = exp.experiment_id
+            exp_id = ensure_experiment(client, stage=self.stage, experiment=self.experiment)
             tags = {**spec.get("tags", {}), **self.tags}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
@@ -265,3 +254,46 @@ class Tracker:
 def _param_value(v) -> str:
     text = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def ensure_experiment(client, *, stage: str, experiment: str = "") -> str:
+    """The id of the stage's experiment, created from the template when missing.
+
+    With a SQLite store, artifacts go beside the database, ``<db folder>/artifacts/<experiment>``
+    (absolute), so the store and its artifacts move together.
+    """
+    spec = experiment_spec(stage)
+    name = experiment or spec["name"]
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        location = (Path(client.tracking_uri[len("sqlite:///") :]).parent / "artifacts" / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={**spec.get("tags", {}), "mlflow.note.content": spec.get("description", "")})
+    except Exception:  # noqa: BLE001 - another process created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_or_create_parent(*, stage: str, run_name: str, tags: dict, key: str, experiment: str = "") -> str | None:
+    """The id of the parent run tagged ``key=tags[key]`` and ``role=parent`` in the stage's experiment,
+    created when missing (e.g. one parent run per new doctor). ``None`` if MLflow is unusable."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    spec = experiment_spec(stage)
+    exp_id = ensure_experiment(client, stage=stage, experiment=experiment)
+    value = str(tags[key]).replace("'", "")
+    found = client.search_runs([exp_id], filter_string=f"tags.{key} = '{value}' and tags.role = 'parent'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=run_name, tags={**spec.get("tags", {}), **{k: str(v) for k, v in tags.items()}, "role": "parent"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

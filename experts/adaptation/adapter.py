@@ -1,0 +1,130 @@
+"""Adapters: only what adaptation trained, a few KB, loadable onto the pretrained model.
+
+An adapter folder holds ``adapter.pt`` (+ ``.sha256``: the trained tensors, read with
+``torch.load(weights_only=True)``) and ``adapter.json`` (the new expert's id, the pretrained model's
+id it belongs to, the init strategy and trainable set, and where the pretrained model lives). Loading
+checks that the adapter was trained on *this* pretrained model (same ``model_id``) and appends the
+new expert's row; adapters of the default ``rows`` / ``rows+head`` sets stack, one row each.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from experts.adaptation.rows import add_expert, cin_layer_names
+from experts.bundle import ModelBundle
+from experts.errors import ModelFileError
+from experts.training.checkpoint import load_checked, save_checked
+
+__all__ = ["save_adapter", "read_adapter_meta", "apply_adapter", "is_adapter"]
+
+FORMAT = "expertseg-adapter"
+VERSION = 1
+
+
+def is_adapter(folder: str | Path) -> bool:
+    return (Path(folder) / "adapter.json").is_file()
+
+
+def save_adapter(folder: str | Path, *, net: torch.nn.Module, expert: str, row: int, base_model_id: str, base_ref: str, init: str, trainable: str, forks: bool, extra: dict | None = None) -> Path:
+    """Write the new expert's rows (and head or forked weights) of an adapted network.
+
+    Args:
+        folder: output folder.
+        net: the adapted network.
+        expert: the new expert's id.
+        row: its row index in ``net``.
+        base_model_id: ``model_id`` of the pretrained bundle.
+        base_ref: where the pretrained bundle can be found (a folder or ``models:/...`` URI).
+        init / trainable / forks: how it was adapted.
+        extra: more metadata (n_shots, label kind, scores, ...).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    modules = dict(net.named_modules())
+    rows = {}
+    for name in cin_layer_names(net):
+        gamma, beta = modules[name].table()
+        rows[name] = {"gamma": gamma[row : row + 1].detach().cpu().clone(), "beta": beta[row : row + 1].detach().cpu().clone()}
+    head = {}
+    if str(row) in net.expert_heads:
+        head = {k: v.detach().cpu().clone() for k, v in net.expert_heads[str(row)].state_dict().items()}
+    shared = {}
+    if forks:  # every weight but the expert rows beyond the pretrained block, which travel in ``rows``
+        added = {f"{n}.{t}.{i}" for n in cin_layer_names(net) for t in ("gamma", "beta") for i in range(1, len(modules[n].gamma))}
+        shared = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("expert_heads.") and k not in added}
+    save_checked(folder / "adapter.pt", {"rows": rows, "head": head, "shared": shared})
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "expert": expert,
+        "base_model_id": base_model_id,
+        "base": base_ref,
+        "init": init,
+        "trainable": trainable,
+        "forks": forks,
+        **(extra or {}),
+    }
+    (folder / "adapter.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def read_adapter_meta(folder: str | Path) -> dict:
+    path = Path(folder) / "adapter.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFileError(f"{folder}: no adapter.json; pass an adapter folder written by 'expertseg adapt'") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelFileError(f"{path}: not valid JSON; the adapter is damaged") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ModelFileError(f"{path}: not an expertseg adapter (format {meta.get('format')!r})")
+    return meta
+
+
+def apply_adapter(bundle: ModelBundle, folder: str | Path) -> ModelBundle:
+    """Append the adapter's expert to (a copy of) ``bundle``.
+
+    Raises:
+        ModelFileError: the adapter belongs to another pretrained model, its expert is already in the
+            model, its tensors do not fit, or a forked adapter would be stacked.
+    """
+    folder = Path(folder)
+    meta = read_adapter_meta(folder)
+    base_id = bundle.lineage.get("base_model_id", bundle.model_id)
+    if meta["base_model_id"] != base_id:
+        raise ModelFileError(
+            f"{folder}: adapter for expert {meta['expert']!r} was trained on pretrained model {meta['base_model_id'][:12]}, "
+            f"not on this one ({base_id[:12]}); load it onto the model it was trained on"
+        )
+    if meta["expert"] in bundle.experts:
+        raise ModelFileError(f"{folder}: expert {meta['expert']!r} is already in the model; adapters add new experts")
+    if bundle.lineage.get("forked_for") or (meta["forks"] and bundle.lineage.get("adapted")):
+        raise ModelFileError(f"{folder}: adapters that retrain shared weights (trainable 'decoder'/'all') cannot be stacked with other adapters")
+    payload = load_checked(folder / "adapter.pt")
+    net = copy.deepcopy(bundle.network)
+    names = cin_layer_names(net)
+    if set(payload["rows"]) != set(names):
+        raise ModelFileError(f"{folder}: adapter rows do not match this network's layers; it was made for another architecture")
+    try:
+        if meta["forks"]:
+            net.load_state_dict({**net.state_dict(), **payload["shared"]})
+        row, _ = add_expert(net, {n: (payload["rows"][n]["gamma"], payload["rows"][n]["beta"]) for n in names})
+        if payload["head"]:
+            head = copy.deepcopy(net.head)
+            head.load_state_dict(payload["head"])
+            net.expert_heads[str(row)] = head
+    except (RuntimeError, ValueError) as err:
+        raise ModelFileError(f"{folder}: adapter tensors do not fit this model ({str(err).splitlines()[0][:160]})") from None
+    for p in net.parameters():
+        p.requires_grad_(True)
+    lineage = dict(bundle.lineage)
+    lineage["base_model_id"] = base_id
+    lineage["adapted"] = list(lineage.get("adapted", [])) + [meta["expert"]]
+    if meta["forks"]:
+        lineage["forked_for"] = meta["expert"]
+    return ModelBundle(network=net, experts=bundle.experts + [meta["expert"]], plan=bundle.plan, arch=bundle.arch, config=bundle.config, model_id=bundle.model_id, lineage=lineage)

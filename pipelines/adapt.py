@@ -1,0 +1,329 @@
+"""``expertseg adapt``: a new doctor's style from a few of their cases, by training a new CIN row.
+
+The pretrained weights stay as they are; the new expert gets a row in every CIN table, initialised
+from the mean row, the nearest existing expert or a named one, and trained (alone by default, with its
+own optimiser) on the given cases with the same partial losses as pretraining, so scribbles work as
+well as dense labels. With 3 or more cases one is held back to choose the number of steps, then the
+row is retrained on all of them for that many steps: no extra labels are needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from experts.errors import ConfigError, DatasetError
+from pipelines.common import prepare_out, seed_everything, select_device
+from pipelines.config import config_to_dict, flatten, load_config
+from pipelines.tracking import Tracker, find_or_create_parent
+
+__all__ = ["adapt", "choose_cases", "adapt_rows"]
+
+
+def choose_cases(available: list[str], *, cases: list[str] | None, shots: int | None, seed: int) -> list[str]:
+    """The new doctor's cases to adapt on: the named ones, or ``shots`` drawn by seed."""
+    if (cases is None) == (shots is None):
+        raise ConfigError("pass exactly one of --cases c1,c2,... or --shots K")
+    if cases is not None:
+        missing = [c for c in cases if c not in available]
+        if missing:
+            raise DatasetError(f"the new doctor has no training label for case(s) {', '.join(missing)}; labelled: {', '.join(available)}")
+        return list(dict.fromkeys(cases))
+    if not 1 <= shots <= len(available):
+        raise ConfigError(f"--shots must be between 1 and {len(available)} (the doctor's labelled training cases), got {shots}")
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(sorted(available), size=shots, replace=False).tolist())
+
+
+def adapt_rows(
+    base,
+    *,
+    rows_init: dict,
+    expert: str,
+    cache,
+    items_cases: list[tuple[str, str]],
+    plan,
+    acfg,
+    seed: int,
+    steps: int,
+    device,
+    score_cache=None,
+    score_cases: list[str] | None = None,
+    progress: bool = False,
+    on_log=None,
+):
+    """Add the new expert to a copy of the network and train it.
+
+    Args:
+        base: the pretrained :class:`~experts.bundle.ModelBundle`.
+        rows_init: initial rows from :func:`experts.adaptation.initial_rows`.
+        expert: the new expert's id (labels are looked up in ``cache`` under it).
+        cache: padded :class:`~experts.data.datasets.VolumeCache` with the training cases.
+        items_cases: ``(case, kind)`` training labels.
+        acfg: the ``adapt`` config section.
+        steps: optimisation steps.
+        score_cache / score_cases: unpadded cache and cases to score every ``eval_every`` steps;
+            the best-scoring state is returned.
+
+    Returns:
+        ``(net, row, forks, history, best_step)``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from experts.adaptation import add_expert, select_trainable
+    from experts.data.datasets import PatchDataset
+    from experts.data.transforms import training_augmentation
+    from experts.losses import create_loss
+    from experts.training.loop import Callbacks, fit
+    from experts.training.sampling import ExpertBalancedSampler, SampleItem
+    from experts.training.validation import Target, expert_dice
+
+    cfg_loss = base.config.get("loss", {})
+    net = copy.deepcopy(base.network).to(device)
+    row, row_params = add_expert(net, rows_init)
+    row_params, shared, forks = select_trainable(net, acfg.trainable, new_row=row, row_params=row_params)
+    optimizers = [torch.optim.Adam(row_params, lr=acfg.lr)]
+    if shared:
+        optimizers.append(torch.optim.Adam(shared, lr=acfg.head_lr))
+    items = [SampleItem(case, expert, kind, row) for case, kind in items_cases]
+    sampler = ExpertBalancedSampler(items, batch_size=acfg.batch_size, seed=seed)
+    aug = base.config.get("augment", {})
+    dataset = PatchDataset(cache, items, training_augmentation(plan, flip=aug.get("flip", True), rotate90=aug.get("rotate90", False), intensity=aug.get("intensity", True)))
+    loss_fn = create_loss(cfg_loss.get("name", "partial_dice_ce"), ignore_label=plan.num_classes, ce_weight=cfg_loss.get("ce_weight", 1.0), dice_weight=cfg_loss.get("dice_weight", 1.0), batch_dice=cfg_loss.get("batch_dice", False))
+    history: list[tuple[int, float]] = []
+    best = {"score": -1.0, "step": steps, "state": None}
+    trainable = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+
+    def on_validate(step):
+        if not score_cases:
+            return None
+        scores = expert_dice(net, cache=score_cache, targets={c: [Target(expert, row, expert)] for c in score_cases}, class_names=plan.class_names, patch_size=plan.patch_size, device=device)
+        value = scores.get(expert, {}).get("mean", 0.0)
+        history.append((step, value))
+        if value > best["score"]:
+            best.update(score=value, step=step, state=[p.detach().clone() for p in trainable])
+        return scores
+
+    loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(0, steps)), num_workers=0)
+    fit(
+        model=net,
+        loss_fn=loss_fn,
+        optimizers=optimizers,
+        schedules=[],
+        batches=loader,
+        start_step=0,
+        steps=steps,
+        device=device,
+        callbacks=Callbacks(on_log=on_log, on_validate=on_validate if score_cases else None, log_every=10, val_every=acfg.eval_every),
+        progress=progress,
+        desc=f"adapt {expert}",
+    )
+    if best["state"] is not None:
+        with torch.no_grad():
+            for p, v in zip(trainable, best["state"]):
+                p.copy_(v)
+    return net, row, forks, history, best["step"]
+
+
+def adapt(
+    *,
+    model: str,
+    data: str,
+    expert: str,
+    out: str,
+    cases: list[str] | None = None,
+    shots: int | None = None,
+    scribbles: bool = False,
+    config_path: str | None = None,
+    overrides: tuple[str, ...] = (),
+    tracking: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Adapt ``model`` to ``expert`` of ``data``; returns the summary written to ``<out>/summary.json``."""
+    from experts.adaptation import initial_rows, save_adapter
+    from experts.bundle import ModelBundle, save_bundle
+    from experts.data.datasets import VolumeCache
+    from experts.data.manifest import scan_dataset
+    from experts.data.nifti import load_volume, save_volume
+    from experts.training.validation import Target, expert_dice
+    from pipelines.models import load_model, resolve_model_dir
+    from pipelines.pretrain import registry_name, score_on_test
+
+    t0 = time.perf_counter()
+    cfg = load_config(config_path, overrides)
+    if tracking:
+        cfg.tracking.backend = tracking
+    acfg = cfg.adapt
+    out = prepare_out(out, overwrite=overwrite, marker="summary.json")
+    seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
+    device = select_device()
+    base = load_model(model, device=device)
+    if base.lineage.get("forked_for"):
+        raise ConfigError(f"{model}: this model was forked for {base.lineage['forked_for']!r}; adapt from the pretrained model instead")
+    manifest = scan_dataset(data)
+    if expert not in manifest.experts:
+        raise DatasetError(f"{manifest.root}: no expert {expert!r}; the dataset has {', '.join(manifest.experts)}")
+    if expert in base.experts:
+        raise ConfigError(f"expert {expert!r} is already in the model ({', '.join(base.experts)}); adaptation adds a new expert")
+    plan = base.plan
+    available = [lf.case for lf in manifest.labels_of(expert=expert, split="train")]
+    chosen = choose_cases(available, cases=cases, shots=shots, seed=cfg.seed)
+
+    # --- the new doctor's labels: as given, or simulated scribbles of them ------------------------
+    labels: dict[str, Path] = {}
+    kinds: dict[str, str] = {}
+    for i, case in enumerate(chosen):
+        lf = manifest.label(case, expert)
+        if scribbles:
+            from experts.scribbles import simulate_scribbles
+
+            if lf.kind != "dense":
+                raise DatasetError(f"{lf.path}: already partial; --scribbles simulates scribbles from dense labels")
+            vol = load_volume(lf.path, kind="label")
+            partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=plan.num_classes, seed=cfg.seed * 1000 + i)
+            labels[case] = save_volume(out / "scribbles" / f"{case}{manifest.spec.file_ending}", partial.astype(np.uint8), vol.affine)
+            kinds[case] = "partial"
+        else:
+            labels[case], kinds[case] = lf.path, lf.kind
+    label_kind = "scribbles" if scribbles else ("dense" if set(kinds.values()) == {"dense"} else "partial" if set(kinds.values()) == {"partial"} else "mixed")
+    images = {c: manifest.cases[c].images for c in chosen}
+    train_cache = VolumeCache(plan, images=images, labels={(c, expert): p for c, p in labels.items()}, pad=True)
+    score_cache = VolumeCache(plan, images=images, labels={(c, expert): p for c, p in labels.items()}, pad=False)
+
+    # --- initial rows ---------------------------------------------------------------------------
+    scores = None
+    if acfg.init == "nearest":
+        targets = {c: [Target(expert, r, e) for r, e in enumerate(base.experts)] for c in chosen}
+        per = expert_dice(base.network, cache=score_cache, targets=targets, class_names=plan.class_names, patch_size=plan.patch_size, device=device)
+        scores = {e: v["mean"] for e, v in per.items()}
+    rows_init, init_source = initial_rows(base.network, acfg.init, experts=base.experts, scores=scores)
+
+    # --- stopping rule: hold one case back to choose the step count, then train on all -----------
+    holdout = acfg.holdout == "auto" and len(chosen) >= 3
+    steps = acfg.steps
+    history: list = []
+    if holdout:
+        held = chosen[-1]
+        fit_items = [(c, kinds[c]) for c in chosen if c != held]
+        _, _, _, history, best_step = adapt_rows(base, rows_init=rows_init, expert=expert, cache=train_cache, items_cases=fit_items, plan=plan, acfg=acfg, seed=cfg.seed, steps=acfg.steps, device=device, score_cache=score_cache, score_cases=[held], progress=progress)
+        steps = max(acfg.eval_every, best_step)
+    t_train = time.perf_counter()
+    net, row, forks, _, _ = adapt_rows(base, rows_init=rows_init, expert=expert, cache=train_cache, items_cases=[(c, kinds[c]) for c in chosen], plan=plan, acfg=acfg, seed=cfg.seed + 1, steps=steps, device=device, progress=progress)
+    adapt_seconds = time.perf_counter() - t0
+
+    # --- outputs ------------------------------------------------------------------------------
+    base_ref = _pinned_ref(model, resolve_model_dir(model))
+    meta = {"n_shots": len(chosen), "cases": chosen, "label_kind": label_kind, "init_source": init_source, "init_scores": scores, "steps": steps, "holdout_history": history}
+    save_adapter(out / "adapter", net=net, expert=expert, row=row, base_model_id=base.lineage.get("base_model_id", base.model_id), base_ref=base_ref, init=acfg.init, trainable=acfg.trainable, forks=forks, extra=meta)
+    adapted = ModelBundle(network=net, experts=base.experts + [expert], plan=plan, arch=base.arch, config=base.config, lineage={**base.lineage, "base_model_id": base.lineage.get("base_model_id", base.model_id), "adapted": base.lineage.get("adapted", []) + [expert], **({"forked_for": expert} if forks else {})})
+    save_bundle(out / "model", adapted)
+    test = score_on_test(net, manifest, plan, {expert: row}, device=device)
+    zero = {}
+    if test:
+        init_net = copy.deepcopy(base.network)
+        from experts.adaptation import add_expert
+
+        init_row, _ = add_expert(init_net, rows_init)
+        zero = score_on_test(init_net, manifest, plan, {expert: init_row}, device=device)
+    adapter_bytes = (out / "adapter" / "adapter.pt").stat().st_size
+    summary = {
+        "stage": "adapt",
+        "expert": expert,
+        "cases": chosen,
+        "label_kind": label_kind,
+        "init": acfg.init,
+        "init_source": init_source,
+        "trainable": acfg.trainable,
+        "steps": steps,
+        "holdout": chosen[-1] if holdout else None,
+        "adapter": str((out / "adapter").resolve()),
+        "adapter_bytes": adapter_bytes,
+        "model": str((out / "model").resolve()),
+        "test_dice": test.get(expert),
+        "test_dice_before": zero.get(expert),
+        "seconds": round(adapt_seconds, 1),
+        "train_seconds": round(time.perf_counter() - t_train, 1),
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    _track(cfg, out, summary, base, manifest, model, registry_name)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print(summary)
+    return summary
+
+
+def _pinned_ref(model: str, folder: Path) -> str:
+    """Where the pretrained model lives, pinned: a registry alias becomes its version."""
+    if model.startswith("models:/") and "@" in model:
+        from mlflow import MlflowClient
+
+        from pipelines.tracking import tracking_uri
+
+        name, alias = model[len("models:/") :].split("@", 1)
+        try:
+            version = MlflowClient(tracking_uri=tracking_uri()).get_model_version_by_alias(name, alias).version
+            return f"models:/{name}/{version}"
+        except Exception:  # noqa: BLE001
+            return model
+    if model.startswith(("models:/", "runs:/")):
+        return model
+    return str(folder.resolve())
+
+
+def _track(cfg, out: Path, summary: dict, base, manifest, model_ref: str, registry_name) -> None:
+    tags = {
+        "annotator": summary["expert"],
+        "n_shots": len(summary["cases"]),
+        "label_kind": summary["label_kind"],
+        "init": summary["init"],
+        "trainable": summary["trainable"],
+        "base_model_id": base.lineage.get("base_model_id", base.model_id)[:16],
+    }
+    pretrain_run = base.lineage.get("mlflow_run_id")
+    if pretrain_run:
+        tags["pretrain_run_id"] = pretrain_run
+    parent = None
+    if cfg.tracking.backend == "mlflow":
+        try:
+            parent = find_or_create_parent(stage="adapt", run_name=f"annotator-{summary['expert']}", tags={k: v for k, v in tags.items() if k in ("annotator", "pretrain_run_id")}, key="annotator", experiment=cfg.tracking.experiment)
+        except Exception as err:  # noqa: BLE001
+            click.echo(f"warning: no MLflow parent run ({type(err).__name__}); the run is logged alone", err=True)
+    tracker = Tracker(run_dir=out, stage="adapt", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=f"{summary['expert']}-{summary['label_kind']}-k{len(summary['cases'])}", tags=tags, parent_run_id=parent)
+    with tracker:
+        tracker.log_params({"model": model_ref, **{k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("adapt.", "seed"))}, "cases": ",".join(summary["cases"])})
+        tracker.log_dataset(manifest, context="adaptation")
+        metrics = {"adapt/seconds": summary["seconds"], "adapter_bytes": summary["adapter_bytes"], "adapt/steps": summary["steps"]}
+        for key, prefix in (("test_dice", "test/dice"), ("test_dice_before", "test/dice_before")):
+            for cls, v in (summary.get(key) or {}).items():
+                metrics[f"{prefix}/{summary['expert']}" + ("" if cls == "mean" else f"/{cls}")] = v
+        tracker.log_metrics(metrics, step=summary["steps"])
+        tracker.log_artifact(out / "adapter", "adapter")
+        tracker.log_artifact(out / "model", "model")
+        tracker.log_artifact(out / "config.yaml")
+        summary["mlflow_run_id"] = tracker.run_id
+        if cfg.tracking.register and tracker.client is not None:
+            name = cfg.tracking.model_name or (model_ref[len("models:/") :].split("@")[0].split("/")[0] if model_ref.startswith("models:/") else registry_name(manifest.spec.name))
+            version = tracker.register_model(artifact_path="adapter", name=name, alias=f"annotator-{summary['expert']}", tags={"kind": "adapter", **tags})
+            summary["registered"] = {"name": name, "version": version, "alias": f"annotator-{summary['expert']}"}
+        summary["where"] = tracker.ui_hint()
+
+
+def _print(summary: dict) -> None:
+    click.echo(f"adapted to {summary['expert']} from {len(summary['cases'])} {summary['label_kind']} case(s) in {summary['seconds']:.0f} s ({summary['steps']} steps, init {summary['init_source']})")
+    if summary.get("test_dice"):
+        before = summary.get("test_dice_before") or {}
+        click.echo(f"test Dice of {summary['expert']}: " + "  ".join(f"{k}={v:.3f}" + (f" (before {before[k]:.3f})" if k in before else "") for k, v in summary["test_dice"].items()))
+    click.echo(f"adapter ({summary['adapter_bytes'] / 1024:.1f} KB): {summary['adapter']}")
+    click.echo(f"full model: {summary['model']}")
+    if summary.get("registered"):
+        r = summary["registered"]
+        click.echo(f"registered: models:/{r['name']}@{r['alias']}")
+    if summary.get("where"):
+        click.echo(summary["where"])

@@ -1,0 +1,136 @@
+"""Adaptation to a new doctor: init strategies, trainable sets, adapters, untouched pretrained experts."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from experts.adaptation import apply_adapter
+from experts.bundle import load_bundle
+from experts.errors import ConfigError, DatasetError, ModelFileError
+from pipelines.adapt import adapt, choose_cases
+from pipelines.models import load_model
+from pipelines.pretrain import pretrain
+
+TINY = ("network.channels=[4,8]", "data.patch_size=[16,16,16]", "data.n_folds=3", "train.steps=6", "train.val_every=100", "predict.sw_batch_size=1")
+ADAPT = ("adapt.steps=4", "adapt.eval_every=2", "adapt.batch_size=1")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from toydata import make_toy_dataset
+
+    root = tmp_path_factory.mktemp("adapt")
+    data = make_toy_dataset(root / "data")
+    pretrain(data=str(data), out=str(root / "pre"), overrides=TINY, tracking="local", progress=False)
+    return data, root / "pre"
+
+
+def run_adapt(pretrained, out, *extra, **kw):
+    data, pre = pretrained
+    kw.setdefault("shots", 2)
+    return adapt(model=str(pre), data=str(data), expert="newdoc", out=str(out), overrides=ADAPT + extra, tracking="local", progress=False, **kw)
+
+
+def probe(bundle, rows):
+    torch.manual_seed(0)
+    x = torch.randn(len(rows), 1, 16, 16, 16)
+    with torch.no_grad():
+        return bundle.network.eval()(x, torch.tensor(rows))
+
+
+@pytest.mark.parametrize("init", ["mean", "nearest", "expert:large"])
+def test_each_init_strategy_adapts(pretrained, tmp_path, init):
+    summary = run_adapt(pretrained, tmp_path / "a", f"adapt.init={init}")
+    expected = {"mean": "mean of rows", "expert:large": "large"}.get(init)
+    if expected:
+        assert summary["init_source"] == expected
+    else:
+        meta = json.loads((tmp_path / "a" / "adapter" / "adapter.json").read_text())
+        assert summary["init_source"] == max(meta["init_scores"], key=meta["init_scores"].get)
+    assert summary["test_dice"] is not None
+
+
+@pytest.mark.parametrize("trainable", ["rows", "rows+head", "decoder", "all"])
+def test_each_trainable_set(pretrained, tmp_path, trainable):
+    _, pre = pretrained
+    run_adapt(pretrained, tmp_path / "a", f"adapt.trainable={trainable}")
+    base = load_bundle(pre / "model")
+    adapted = load_model(str(tmp_path / "a" / "adapter"))
+    assert adapted.experts == base.experts + ["newdoc"]
+    same = torch.allclose(probe(base, [0, 1, 2, 3]), probe(adapted, [0, 1, 2, 3]))
+    assert same == (trainable in ("rows", "rows+head"))  # shared weights move only for forks
+    meta = json.loads((tmp_path / "a" / "adapter" / "adapter.json").read_text())
+    payload = torch.load(tmp_path / "a" / "adapter" / "adapter.pt", weights_only=True)
+    assert meta["forks"] == bool(payload["shared"]) == (trainable in ("decoder", "all"))
+    assert bool(payload["head"]) == (trainable == "rows+head")
+    rows_only = sum(t.numel() for r in payload["rows"].values() for t in r.values())
+    assert rows_only == 2 * (4 + 4 + 8 + 8 + 4 + 4)  # gamma + beta of one row in each of the 6 CIN layers
+
+
+def test_pretrained_experts_are_unchanged_and_adapter_round_trips(pretrained, tmp_path):
+    _, pre = pretrained
+    run_adapt(pretrained, tmp_path / "a")
+    base = load_bundle(pre / "model")
+    full = load_bundle(tmp_path / "a" / "model")
+    from_adapter = apply_adapter(base, tmp_path / "a" / "adapter")
+    assert torch.equal(probe(base, [0, 1, 2, 3]), probe(full, [0, 1, 2, 3]))
+    assert torch.equal(probe(full, [4, 4]), probe(from_adapter, [4, 4]))
+    assert torch.equal(probe(load_bundle(pre / "model"), [0, 1, 2, 3]), probe(base, [0, 1, 2, 3]))
+
+
+def test_adapter_for_another_pretrained_model_is_refused(pretrained, tmp_path):
+    data, pre = pretrained
+    run_adapt(pretrained, tmp_path / "a")
+    other = pretrain(data=str(data), out=str(tmp_path / "other"), overrides=TINY + ("seed=1",), tracking="local", progress=False)
+    with pytest.raises(ModelFileError, match="was trained on pretrained model"):
+        apply_adapter(load_bundle(other["model"]), tmp_path / "a" / "adapter")
+
+
+def test_stacked_adapters_each_add_a_row(pretrained, tmp_path):
+    data, pre = pretrained
+    shutil.copytree(data, tmp_path / "data")
+    spec = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    spec["experts"]["newdoc2"] = {"role": "new"}
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps(spec))
+    shutil.copytree(tmp_path / "data" / "labelsTr" / "newdoc", tmp_path / "data" / "labelsTr" / "newdoc2")
+    shutil.copytree(tmp_path / "data" / "labelsTs" / "newdoc", tmp_path / "data" / "labelsTs" / "newdoc2")
+    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc", out=str(tmp_path / "a1"), shots=2, overrides=ADAPT, tracking="local", progress=False)
+    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc2", out=str(tmp_path / "a2"), shots=2, overrides=ADAPT + ("adapt.init=mean",), tracking="local", progress=False)
+    both = load_model(str(tmp_path / "a1" / "adapter"), adapters=[str(tmp_path / "a2" / "adapter")])
+    assert both.experts[-2:] == ["newdoc", "newdoc2"]
+    single = load_model(str(tmp_path / "a2" / "adapter"))
+    assert torch.allclose(probe(both, [5]), probe(single, [4]), atol=1e-6)
+    with pytest.raises(ModelFileError, match="already in the model"):
+        apply_adapter(both, tmp_path / "a1" / "adapter")
+
+
+def test_case_choice_is_validated_and_seeded():
+    available = ["c1", "c2", "c3", "c4"]
+    assert choose_cases(available, cases=None, shots=2, seed=0) == choose_cases(available, cases=None, shots=2, seed=0)
+    assert choose_cases(available, cases=["c3", "c1"], shots=None, seed=0) == ["c3", "c1"]
+    with pytest.raises(ConfigError, match="exactly one"):
+        choose_cases(available, cases=["c1"], shots=1, seed=0)
+    with pytest.raises(ConfigError, match="between 1 and 4"):
+        choose_cases(available, cases=None, shots=9, seed=0)
+    with pytest.raises(DatasetError, match="no training label for case"):
+        choose_cases(available, cases=["zz"], shots=None, seed=0)
+
+
+def test_holdout_picks_the_step_count_with_three_cases(pretrained, tmp_path):
+    summary = run_adapt(pretrained, tmp_path / "a", shots=3)
+    meta = json.loads((tmp_path / "a" / "adapter" / "adapter.json").read_text())
+    assert summary["holdout"] == summary["cases"][-1]
+    assert [s for s, _ in meta["holdout_history"]] == [2, 4]
+    assert summary["steps"] in (2, 4)
+
+
+def test_expert_already_in_model_is_refused(pretrained, tmp_path):
+    data, pre = pretrained
+    with pytest.raises(ConfigError, match="already in the model"):
+        adapt(model=str(pre), data=str(data), expert="small", out=str(tmp_path / "x"), shots=1, overrides=ADAPT, tracking="local", progress=False)
