@@ -181,6 +181,26 @@ def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overri
     run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, progress=sys.stderr.isatty())
 
 
+@cli.command()
+@click.option("--model", required=True, help="Run folder, model/ or adapter/ folder, or models:/<name>@<alias>.")
+@click.option("--images", required=True, type=click.Path(exists=True), help="A NIfTI file or a folder of <case>_<CCCC>.nii.gz files.")
+@click.option("--experts", default="all", show_default=True, help="Comma-separated experts, or all.")
+@click.option("--adapter", "adapters", multiple=True, help="Extra adapter to stack onto the model (repeatable).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@user_errors
+def predict(model, images, experts, adapters, out, overwrite):
+    """Segment scans the way each expert would; also consensus and disagreement maps.
+
+    \b
+    Example:
+      expertseg predict --model runs/adapt-drnew --images demo_data/imagesTs --experts all --out preds
+    """
+    from pipelines.predict import predict as run
+
+    run(model=model, images=images, out=out, experts=experts, adapters=list(adapters), overwrite=overwrite, progress=sys.stderr.isatty())
+
+
 def main(argv=None):
     """Console entry point."""
     cli.main(args=argv, prog_name="expertseg")
