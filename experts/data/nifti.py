@@ -70,7 +70,7 @@ def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
         raise DatasetError(f"{path}: file not found") from None
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as err:
         raise DatasetError(
-            f"{path}: not a readable NIfTI file ({_short(err)}); re-export it as .nii.gz from your viewer or converter"
+            f"{path}: not a readable NIfTI file: truncated, corrupt or another format ({_short(err)}); re-export it as .nii.gz from your viewer or converter"
         ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DatasetError(f"{path}: {type(img).__name__} is not NIfTI; convert it to .nii.gz")
