@@ -12,9 +12,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import click
 import yaml
+
+from experts.bundle import ModelBundle, save_bundle
 
 from pipelines.common import prepare_out, seed_everything, select_device, select_experts
 from pipelines.config import Config, config_to_dict, flatten, load_config
@@ -88,12 +91,23 @@ def pretrain(
     overwrite: bool = False,
     tracking: str | None = None,
     progress: bool = True,
+    parent_run_id: str | None = None,
+    on_validate: Callable[[int, dict], None] | None = None,
+    register: bool | None = None,
 ) -> dict:
-    """Run multi-expert pretraining; returns the run summary (also written to ``<out>/summary.json``)."""
+    """Run multi-expert pretraining; returns the run summary (also written to ``<out>/summary.json``).
+
+    Launched by ``torchrun``, every process trains its share of each global batch (DDP); rank 0
+    alone logs, validates, writes checkpoints and the model.
+
+    Args:
+        parent_run_id: attach the MLflow run under this parent (tuning trials).
+        on_validate: called with ``(step, scores)`` after each validation (pruning hooks may raise).
+        register: override ``tracking.register``.
+    """
     import torch
     from torch.utils.data import DataLoader
 
-    from experts.bundle import ModelBundle, save_bundle
     from experts.data.datasets import PatchDataset, VolumeCache
     from experts.data.transforms import training_augmentation
     from experts.losses import create_loss
@@ -102,127 +116,152 @@ def pretrain(
     from experts.training.sampling import ExpertBalancedSampler
     from experts.training.schedule import make_optimizer, make_schedule
     from experts.training.validation import expert_dice
+    from pipelines.distributed import init_distributed, replica_digests
+    from pipelines.tracking import NullTracker
 
     t_start = time.perf_counter()
     cfg = load_config(config_path, overrides)
     if tracking:
         cfg.tracking.backend = tracking
-    out = prepare_out(out, resume=resume, overwrite=overwrite)
-    seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
-    s = setup_pretraining(cfg, data, include=include, exclude=exclude)
-    device = select_device()
-    net = s.network.to(device)
-    resolved = config_to_dict(cfg)
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    s.plan.save(out / "plan.json")
-    (out / "dataset.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
+    if register is not None:
+        cfg.tracking.register = register
+    ctx = init_distributed()
+    try:
+        if ctx.is_main:
+            out = prepare_out(out, resume=resume, overwrite=overwrite)
+        ctx.barrier()
+        out = Path(out)
+        seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
+        s = setup_pretraining(cfg, data, include=include, exclude=exclude)
+        device = torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() and ctx.enabled else select_device()
+        net = s.network.to(device)
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else net
+        resolved = config_to_dict(cfg)
+        if ctx.is_main:
+            (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+            s.plan.save(out / "plan.json")
+            (out / "dataset.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
 
-    # --- data --------------------------------------------------------------------------------
-    train_labels = {(it.case, it.expert): s.manifest.label(it.case, it.expert).path for it in s.items}
-    train_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in s.train_cases}, labels=train_labels, pad=True, cache=cfg.data.cache, progress=progress)
-    val_targets = _dense_targets(s.manifest, s.val_cases, s.rows, split="train")
-    val_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in val_targets}, labels={(c, e): s.manifest.label(c, e).path for c, pairs in val_targets.items() for e, _ in pairs}, pad=False, cache=cfg.data.cache)
-    sampler = ExpertBalancedSampler(s.items, batch_size=cfg.train.batch_size, seed=cfg.seed, expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights)
-    augmentation = training_augmentation(s.plan, flip=cfg.augment.flip, rotate90=cfg.augment.rotate90, intensity=cfg.augment.intensity)
-    dataset = PatchDataset(train_cache, s.items, augmentation)
+        # --- data ----------------------------------------------------------------------------
+        train_labels = {(it.case, it.expert): s.manifest.label(it.case, it.expert).path for it in s.items}
+        train_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in s.train_cases}, labels=train_labels, pad=True, cache=cfg.data.cache, progress=progress and ctx.is_main)
+        val_targets = _dense_targets(s.manifest, s.val_cases, s.rows, split="train") if ctx.is_main else {}
+        val_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in val_targets}, labels={(c, e): s.manifest.label(c, e).path for c, pairs in val_targets.items() for e, _ in pairs}, pad=False, cache=cfg.data.cache)
+        sampler = ExpertBalancedSampler(s.items, batch_size=cfg.train.batch_size * ctx.world_size, seed=cfg.seed, expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights)
+        augmentation = training_augmentation(s.plan, flip=cfg.augment.flip, rotate90=cfg.augment.rotate90, intensity=cfg.augment.intensity)
+        dataset = PatchDataset(train_cache, s.items, augmentation)
 
-    # --- optimisation ------------------------------------------------------------------------
-    loss_fn = create_loss(cfg.loss.name, ignore_label=s.plan.num_classes, ce_weight=cfg.loss.ce_weight, dice_weight=cfg.loss.dice_weight, batch_dice=cfg.loss.batch_dice)
-    optimizer = make_optimizer(net.parameters(), name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
-    schedule = make_schedule(optimizer, name=cfg.train.schedule, steps=cfg.train.steps, warmup_steps=cfg.train.warmup_steps)
-    checkpoints = CheckpointDir(out / "checkpoints")
-    start_step, run_id = 0, None
-    if resume:
-        state, problems = checkpoints.latest_valid()
-        for p in problems:
-            click.echo(f"warning: skipped damaged checkpoint: {p}", err=True)
-        run_info = json.loads((out / "run.json").read_text())
-        run_id = run_info.get("mlflow_run_id")
-        if state is not None:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            set_rng_state(state["rng"])
-            start_step = int(state["step"])
-            click.echo(f"resuming from step {start_step}")
+        # --- optimisation ----------------------------------------------------------------------
+        loss_fn = create_loss(cfg.loss.name, ignore_label=s.plan.num_classes, ce_weight=cfg.loss.ce_weight, dice_weight=cfg.loss.dice_weight, batch_dice=cfg.loss.batch_dice)
+        optimizer = make_optimizer(net.parameters(), name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
+        schedule = make_schedule(optimizer, name=cfg.train.schedule, steps=cfg.train.steps, warmup_steps=cfg.train.warmup_steps)
+        checkpoints = CheckpointDir(out / "checkpoints")
+        start_step, run_id = 0, None
+        if resume:
+            state, problems = checkpoints.latest_valid()
+            for p in problems if ctx.is_main else []:
+                click.echo(f"warning: skipped damaged checkpoint: {p}", err=True)
+            run_id = json.loads((out / "run.json").read_text()).get("mlflow_run_id")
+            if state is not None:
+                net.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                schedule.load_state_dict(state["schedule"])
+                set_rng_state(state["rng"])
+                start_step = int(state["step"])
+                if ctx.is_main:
+                    click.echo(f"resuming from step {start_step}")
 
-    tags = {
-        "dataset": s.manifest.spec.name,
-        "experts": ",".join(s.experts),
-        "label_kinds": ",".join(sorted({it.kind for it in s.items})),
-        "pooled": str(cfg.sampling.pool_experts).lower(),
-    }
-    tracker = Tracker(run_dir=out, stage="pretrain", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=out.name, tags=tags, resume_run_id=run_id)
-    with tracker:
-        (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root)}, indent=2))
-        if start_step == 0:
-            tracker.log_params(flatten(resolved))
-            tracker.log_params({"plan." + k: v for k, v in flatten(s.plan.to_dict()).items()})
-            tracker.log_params({"n_train_cases": len(s.train_cases), "n_val_cases": len(s.val_cases), "n_train_labels": len(s.items), "device": device.type})
-            tracker.log_dataset(s.manifest)
-            tracker.log_artifact(out / "plan.json")
-            tracker.log_artifact(out / "config.yaml")
-            tracker.log_artifact(out / "dataset.json")
-
-        def on_log(step, parts):
-            tracker.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=step)
-
-        def on_validate(step):
-            if not val_targets:
-                return None
-            scores = expert_dice(net, cache=val_cache, targets=val_targets, class_names=s.plan.class_names, patch_size=s.plan.patch_size, device=device, sw_batch_size=cfg.predict.sw_batch_size)
-            tracker.log_metrics(_dice_metrics("val", scores), step=step)
-            return scores
-
-        def on_checkpoint(step):
-            checkpoints.save(step, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "rng": rng_state(), "experts": s.experts})
-
-        loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start_step, cfg.train.steps)), num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda", persistent_workers=False)
-        fit(
-            model=net,
-            loss_fn=loss_fn,
-            optimizers=[optimizer],
-            schedules=[schedule],
-            batches=loader,
-            start_step=start_step,
-            steps=cfg.train.steps,
-            device=device,
-            grad_clip=cfg.train.grad_clip,
-            amp=cfg.train.amp,
-            callbacks=Callbacks(on_log=on_log, on_validate=on_validate, on_checkpoint=on_checkpoint, log_every=cfg.train.log_every, val_every=cfg.train.val_every, checkpoint_every=cfg.train.checkpoint_every),
-            progress=progress,
-            desc="pretrain",
-        )
-        train_seconds = time.perf_counter() - t_start
-
-        # --- final scores on the test labels -------------------------------------------------
-        test = score_on_test(net, s.manifest, s.plan, s.rows, device=device, sw_batch_size=cfg.predict.sw_batch_size)
-        tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
-
-        bundle_experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
-        bundle = ModelBundle(network=net, experts=bundle_experts, plan=s.plan, arch=s.arch, config=resolved, lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id})
-        save_bundle(out / "model", bundle)
-        tracker.log_artifact(out / "model", "model")
-        model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)
-        version = None
-        if cfg.tracking.register:
-            version = tracker.register_model(artifact_path="model", name=model_name, alias="pooled" if cfg.sampling.pool_experts else "pretrained", tags={"stage": "pretrain", **tags, "model_id": bundle.model_id})
-        summary = {
-            "stage": "pretrain",
-            "out": str(out.resolve()),
-            "model": str((out / "model").resolve()),
-            "experts": s.experts,
-            "test_dice": test,
-            "seconds": round(time.perf_counter() - t_start, 1),
-            "train_seconds": round(train_seconds, 1),
-            "mlflow_run_id": tracker.run_id,
-            "registered": {"name": model_name, "version": version} if version else None,
+        tags = {
+            "dataset": s.manifest.spec.name,
+            "experts": ",".join(s.experts),
+            "label_kinds": ",".join(sorted({it.kind for it in s.items})),
+            "pooled": str(cfg.sampling.pool_experts).lower(),
+            "world_size": ctx.world_size,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        tracker.log_artifact(out / "summary.json")
-        tracker.log_artifact(out / "tracking.jsonl")
-    _print_summary(summary, tracker)
-    return summary
+        tracker = Tracker(run_dir=out, stage="pretrain", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=out.name, tags=tags, resume_run_id=run_id, parent_run_id=parent_run_id) if ctx.is_main else NullTracker()
+        with tracker:
+            if ctx.is_main:
+                (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root)}, indent=2))
+            if start_step == 0:
+                tracker.log_params(flatten(resolved))
+                tracker.log_params({"plan." + k: v for k, v in flatten(s.plan.to_dict()).items()})
+                tracker.log_params({"n_train_cases": len(s.train_cases), "n_val_cases": len(s.val_cases), "n_train_labels": len(s.items), "device": device.type, "world_size": ctx.world_size})
+                tracker.log_dataset(s.manifest)
+                for name in ("plan.json", "config.yaml", "dataset.json"):
+                    tracker.log_artifact(out / name)
+
+            def log(step, parts):
+                tracker.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=step)
+
+            def validate(step):
+                if not val_targets:
+                    return None
+                scores = expert_dice(net, cache=val_cache, targets=val_targets, class_names=s.plan.class_names, patch_size=s.plan.patch_size, device=device, sw_batch_size=cfg.predict.sw_batch_size)
+                tracker.log_metrics(_dice_metrics("val", scores), step=step)
+                if on_validate is not None:
+                    on_validate(step, scores)
+                return scores
+
+            def checkpoint(step):
+                checkpoints.save(step, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "rng": rng_state(), "experts": s.experts})
+
+            main = ctx.is_main
+            loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start_step, cfg.train.steps, rank=ctx.rank, world_size=ctx.world_size)), num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
+            fit(
+                model=model,
+                loss_fn=loss_fn,
+                optimizers=[optimizer],
+                schedules=[schedule],
+                batches=loader,
+                start_step=start_step,
+                steps=cfg.train.steps,
+                device=device,
+                grad_clip=cfg.train.grad_clip,
+                amp=cfg.train.amp,
+                callbacks=Callbacks(on_log=log if main else None, on_validate=validate if main else None, on_checkpoint=checkpoint if main else None, log_every=cfg.train.log_every, val_every=cfg.train.val_every, checkpoint_every=cfg.train.checkpoint_every),
+                progress=progress and main,
+                desc="pretrain",
+            )
+            train_seconds = time.perf_counter() - t_start
+            digests = replica_digests(net, ctx)
+            if ctx.enabled:
+                tracker.set_tags({"replicas_in_sync": str(len(set(digests)) == 1).lower()})
+                tracker._local("replicas", digests=digests)
+                if len(set(digests)) != 1:
+                    raise RuntimeError(f"distributed replicas diverged: parameter digests {digests}")
+            if not main:
+                return {}
+
+            # --- final scores on the test labels ---------------------------------------------
+            test = score_on_test(net, s.manifest, s.plan, s.rows, device=device, sw_batch_size=cfg.predict.sw_batch_size)
+            tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
+            bundle_experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
+            bundle = ModelBundle(network=net, experts=bundle_experts, plan=s.plan, arch=s.arch, config=resolved, lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id})
+            save_bundle(out / "model", bundle)
+            tracker.log_artifact(out / "model", "model")
+            model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)
+            version = None
+            if cfg.tracking.register:
+                version = tracker.register_model(artifact_path="model", name=model_name, alias="pooled" if cfg.sampling.pool_experts else "pretrained", tags={"stage": "pretrain", **tags, "model_id": bundle.model_id})
+            summary = {
+                "stage": "pretrain",
+                "out": str(out.resolve()),
+                "model": str((out / "model").resolve()),
+                "experts": s.experts,
+                "test_dice": test,
+                "seconds": round(time.perf_counter() - t_start, 1),
+                "train_seconds": round(train_seconds, 1),
+                "world_size": ctx.world_size,
+                "mlflow_run_id": tracker.run_id,
+                "registered": {"name": model_name, "version": version} if version else None,
+            }
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            tracker.log_artifact(out / "summary.json")
+            tracker.log_artifact(out / "tracking.jsonl")
+        _print_summary(summary, tracker)
+        return summary
+    finally:
+        ctx.close()
 
 
 def registry_name(dataset_name: str) -> str:

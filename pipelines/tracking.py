@@ -297,3 +297,19 @@ def find_or_create_parent(*, stage: str, run_name: str, tags: dict, key: str, ex
     run = client.create_run(exp_id, run_name=run_name, tags={**spec.get("tags", {}), **{k: str(v) for k, v in tags.items()}, "role": "parent"})
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+class NullTracker(Tracker):
+    """A tracker that records nothing: for ranks other than 0 in distributed training."""
+
+    def __init__(self):
+        super().__init__(run_dir=Path("."), stage="none", backend="local")
+
+    def start(self):
+        return self
+
+    def end(self, status: str = "FINISHED") -> None:
+        pass
+
+    def _local(self, event: str, **data) -> None:
+        pass
