@@ -57,6 +57,7 @@ def adapt_rows(
     score_cases: list[str] | None = None,
     progress: bool = False,
     on_log=None,
+    on_score=None,
 ):
     """Add the new expert to a copy of the network and train it.
 
@@ -70,6 +71,7 @@ def adapt_rows(
         steps: optimisation steps.
         score_cache / score_cases: unpadded cache and cases to score every ``eval_every`` steps;
             the best-scoring state is returned.
+        on_score: called with ``(step, mean Dice)`` after each scoring (a pruning hook may raise).
 
     Returns:
         ``(net, row, forks, history, best_step)``.
@@ -109,6 +111,8 @@ def adapt_rows(
         history.append((step, value))
         if value > best["score"]:
             best.update(score=value, step=step, state=[p.detach().clone() for p in trainable])
+        if on_score is not None:
+            on_score(step, value)
         return scores
 
     loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(0, steps)), num_workers=0)

@@ -201,6 +201,35 @@ def predict(model, images, experts, adapters, out, overwrite):
     run(model=model, images=images, out=out, experts=experts, adapters=list(adapters), overwrite=overwrite, progress=sys.stderr.isatty())
 
 
+@cli.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset folder.")
+@click.option("--stage", required=True, type=click.Choice(["pretrain", "adapt"]), help="What to tune.")
+@click.option("--trials", required=True, type=int, help="Trials this worker runs (the study may hold more).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for trial runs, best_config.yaml and trials.csv.")
+@click.option("--storage", default=None, help="Study storage: sqlite:///file.db (default: in --out), journal:FILE (several processes), postgresql://user@host/db (many machines).")
+@click.option("--study", "study_name", default=None, help="Study name; workers with the same storage and name share it.")
+@click.option("--model", default=None, help="adapt: the pretrained model.")
+@click.option("--expert", default=None, help="adapt: the new doctor.")
+@click.option("--shots", default=3, show_default=True, help="adapt: cases to adapt on; the doctor's other training cases validate.")
+@click.option("--pruner", default="median", show_default=True, type=click.Choice(["median", "percentile", "hyperband", "none"]))
+@click.option("--heartbeat", default=60, show_default=True, help="RDB storages: seconds between trial heartbeats; a dead worker's trial is retried after 2 of them.")
+@config_options
+@tracking_option
+@user_errors
+def tune(data, stage, trials, out, storage, study_name, model, expert, shots, pruner, heartbeat, config_path, overrides, tracking):
+    """Search hyperparameters with Optuna; export the best as a config file.
+
+    \b
+    Examples:
+      expertseg tune --data demo_data --stage adapt --model runs/pre --expert drnew --trials 20 --out tune-adapt
+      expertseg tune --data demo_data --stage pretrain --trials 8 --out tune-pre --config configs/demo.yaml \\
+          --storage postgresql://expertseg@db-host/optuna --study pre-v1
+    """
+    from pipelines.tune import tune as run
+
+    run(data=data, stage=stage, trials=trials, out=out, storage=storage, study_name=study_name, config_path=config_path, overrides=overrides, model=model, expert=expert, shots=shots, pruner=pruner, heartbeat=heartbeat, tracking=tracking, progress=sys.stderr.isatty())
+
+
 def main(argv=None):
     """Console entry point."""
     cli.main(args=argv, prog_name="expertseg")

@@ -1,0 +1,292 @@
+"""``expertseg tune``: an Optuna study over the hyperparameters that matter.
+
+One process or many: the study lives in a storage every worker opens by URL.
+
+- default: a SQLite file in ``--out`` (one process);
+- ``journal:<file>``: Optuna's journal file, for several processes on one machine;
+- ``postgresql://...``: an RDB shared by many machines, with heartbeats so that the trial of a
+  worker that died is failed and re-queued (``RetryHeartbeatStaleTrialCallback``).
+
+Trials are pruned on intermediate validation Dice. Validation cases never include the test cases
+(``labelsTs``) that reported numbers use: pretraining trials validate on a case-level fold of
+``labelsTr``; adaptation trials adapt on ``--shots`` of the new doctor's training cases and validate
+on the doctor's other training cases. Every trial is a nested MLflow run under one parent run per
+study, found by the study's id, so workers on other machines land under the same parent. The best
+parameters are written as a config file usable with ``--config``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from experts.errors import ConfigError
+from pipelines.common import select_device
+from pipelines.config import apply_overrides, config_to_dict, load_config
+
+__all__ = ["tune", "open_storage", "SEARCH_SPACES"]
+
+
+# Step counts are searched as a factor of the config's budget, so the space is the same for every
+# worker of a study whatever budget its config gives.
+STEP_SCALES = [0.5, 1.0, 2.0]
+
+
+def _pretrain_space(trial, cfg) -> dict:
+    patch = trial.suggest_categorical("patch", [32, 48, 64])
+    return {
+        "train.lr": trial.suggest_float("train.lr", 3e-4, 1e-2, log=True),
+        "train.steps": max(1, int(cfg.train.steps * trial.suggest_categorical("steps_scale", STEP_SCALES))),
+        "data.patch_size": [patch, patch, patch],
+        "loss.dice_weight": trial.suggest_categorical("loss.dice_weight", [0.5, 1.0, 2.0]),
+    }
+
+
+def _adapt_space(trial, cfg) -> dict:
+    return {
+        "adapt.lr": trial.suggest_float("adapt.lr", 3e-3, 0.3, log=True),
+        "adapt.steps": max(cfg.adapt.eval_every, int(cfg.adapt.steps * trial.suggest_categorical("steps_scale", STEP_SCALES))),
+        "adapt.init": trial.suggest_categorical("adapt.init", ["mean", "nearest"]),
+        "adapt.trainable": trial.suggest_categorical("adapt.trainable", ["rows", "rows+head"]),
+    }
+
+
+#: stage -> function(trial, base config) -> overrides {dotted key: value}
+SEARCH_SPACES = {"pretrain": _pretrain_space, "adapt": _adapt_space}
+
+
+def open_storage(url: str, *, heartbeat: int, grace: int | None):
+    """An Optuna storage for ``url`` (see module docstring)."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=r".*(heartbeat|RetryHeartbeatStaleTrialCallback).*")
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.journal.JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url)
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        engine_kwargs={"pool_pre_ping": True},
+    )
+
+
+def _make_pruner(name: str):
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner must be median, percentile, hyperband or none, got {name!r}")
+
+
+def _parent_run(study, *, stage: str, backend: str, experiment: str) -> str | None:
+    """One MLflow parent run per study, shared through the study's user attributes."""
+    if backend != "mlflow":
+        return None
+    from pipelines.tracking import find_or_create_parent
+
+    key = "mlflow_parent_run_id"
+    if key not in study.user_attrs:
+        run_id = find_or_create_parent(stage="tune", run_name=f"study-{study.study_name}", tags={"study": study.study_name, "tuned_stage": stage}, key="study", experiment=experiment)
+        study.set_user_attr(key, run_id)
+    return study.user_attrs[key]
+
+
+def tune(
+    *,
+    data: str,
+    stage: str,
+    trials: int,
+    out: str,
+    storage: str | None = None,
+    study_name: str | None = None,
+    config_path: str | None = None,
+    overrides: tuple[str, ...] = (),
+    model: str | None = None,
+    expert: str | None = None,
+    shots: int = 3,
+    pruner: str = "median",
+    heartbeat: int = 60,
+    grace: int | None = None,
+    tracking: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Run ``trials`` trials of the study (joining it if it exists); returns the study summary."""
+    import optuna
+
+    if stage not in SEARCH_SPACES:
+        raise ConfigError(f"--stage must be one of {', '.join(SEARCH_SPACES)}, got {stage!r}")
+    if stage == "adapt" and not (model and expert):
+        raise ConfigError("--stage adapt needs --model (the pretrained model) and --expert (the new doctor)")
+    if trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    cfg = load_config(config_path, overrides)
+    if tracking:
+        cfg.tracking.backend = tracking
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name or f"expertseg-{stage}",
+        storage=open_storage(url, heartbeat=heartbeat, grace=grace),
+        direction="maximize",
+        pruner=_make_pruner(pruner),
+        load_if_exists=True,
+    )
+    parent = _parent_run(study, stage=stage, backend=cfg.tracking.backend, experiment=cfg.tracking.experiment)
+    objective = _pretrain_objective(cfg, data, out, parent, config_path, overrides) if stage == "pretrain" else _adapt_objective(cfg, data, out, parent, model, expert, shots, progress)
+    study.optimize(objective, n_trials=trials, catch=())
+    return _write_results(study, cfg, out, stage, config_path, overrides, parent)
+
+
+def _report(trial, step: int, value: float) -> None:
+    import optuna
+
+    trial.report(value, step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {step} with validation Dice {value:.4f}")
+
+
+def _set_list(params: dict) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in params.items()]
+
+
+def _pretrain_objective(cfg, data, out, parent, config_path, overrides):
+    from pipelines.pretrain import pretrain
+
+    def objective(trial):
+        params = SEARCH_SPACES["pretrain"](trial, cfg)
+        trial.set_user_attr("overrides", params)
+        best = {"value": 0.0}
+
+        def on_validate(step, scores):
+            value = float(np.mean([v["mean"] for v in scores.values()])) if scores else 0.0
+            best["value"] = max(best["value"], value)
+            _report(trial, step, value)
+
+        pretrain(data=data, out=str(out / f"trial-{trial.number:04d}"), config_path=config_path, overrides=tuple(overrides) + tuple(_set_list(params)) + ("tracking.register=false",), overwrite=True, tracking=cfg.tracking.backend, progress=False, parent_run_id=parent, on_validate=on_validate)
+        return best["value"]
+
+    return objective
+
+
+def _adapt_objective(cfg, data, out, parent, model_ref, expert, shots, progress):
+    """Adapt on ``shots`` of the doctor's training cases; score on the doctor's other training cases."""
+    import copy
+
+    import optuna
+
+    from experts.adaptation import initial_rows
+    from experts.data.datasets import VolumeCache
+    from experts.data.manifest import scan_dataset
+    from experts.training.validation import Target, expert_dice
+    from pipelines.adapt import adapt_rows, choose_cases
+    from pipelines.models import load_model
+    from pipelines.tracking import Tracker
+
+    device = select_device()
+    base = load_model(model_ref, device=device)
+    manifest = scan_dataset(data)
+    available = [lf.case for lf in manifest.labels_of(expert=expert, split="train")]
+    chosen = choose_cases(available, cases=None, shots=shots, seed=cfg.seed)
+    dense_rest = [lf.case for lf in manifest.labels_of(expert=expert, split="train", kind="dense") if lf.case not in chosen]
+    if not dense_rest:
+        raise ConfigError(f"the new doctor {expert!r} has no dense training label outside the {shots} adaptation cases to validate on")
+    val_cases = sorted(dense_rest)[:4]
+    plan = base.plan
+    kinds = {c: manifest.label(c, expert).kind for c in chosen}
+    train_cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in chosen}, labels={(c, expert): manifest.label(c, expert).path for c in chosen}, pad=True)
+    score_cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in chosen + val_cases}, labels={(c, expert): manifest.label(c, expert).path for c in chosen + val_cases}, pad=False)
+    nearest = None
+
+    def objective(trial):
+        nonlocal nearest
+        params = SEARCH_SPACES["adapt"](trial, cfg)
+        trial.set_user_attr("overrides", params)
+        tcfg = load_config(None, _set_list({"adapt." + k: v for k, v in config_to_dict(cfg)["adapt"].items()}) + _set_list(params))
+        acfg = tcfg.adapt
+        scores = None
+        if acfg.init == "nearest":
+            if nearest is None:
+                per = expert_dice(base.network, cache=score_cache, targets={c: [Target(expert, r, e) for r, e in enumerate(base.experts)] for c in chosen}, class_names=plan.class_names, patch_size=plan.patch_size, device=device)
+                nearest = {e: v["mean"] for e, v in per.items()}
+            scores = nearest
+        rows, _ = initial_rows(base.network, acfg.init, experts=base.experts, scores=scores)
+        tracker = Tracker(run_dir=out / f"trial-{trial.number:04d}", stage="tune", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=f"trial-{trial.number}", tags={"study": trial.study.study_name, "trial": trial.number, "annotator": expert}, parent_run_id=parent)
+        with tracker:
+            tracker.log_params({**params, "shots": shots, "validation_cases": ",".join(val_cases)})
+
+            def on_score(step, value):
+                tracker.log_metrics({"val/dice": value}, step=step)
+                _report(trial, step, value)
+
+            try:
+                _, _, _, history, best_step = adapt_rows(base, rows_init=rows, expert=expert, cache=train_cache, items_cases=[(c, kinds[c]) for c in chosen], plan=plan, acfg=acfg, seed=cfg.seed, steps=acfg.steps, device=device, score_cache=score_cache, score_cases=val_cases, progress=progress, on_score=on_score)
+            except optuna.TrialPruned:
+                tracker.set_tags({"pruned": "true"})
+                raise
+            value = max(v for _, v in history) if history else 0.0
+            tracker.log_metrics({"objective": value}, step=best_step)
+            trial.set_user_attr("best_step", best_step)
+            return value
+
+    return objective
+
+
+def _write_results(study, cfg, out: Path, stage: str, config_path, overrides, parent) -> dict:
+    import optuna
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    states = {s.name.lower(): sum(1 for t in study.trials if t.state == s) for s in optuna.trial.TrialState}
+    summary = {"study": study.study_name, "stage": stage, "trials": states, "mlflow_parent_run_id": parent}
+    if done:
+        best = study.best_trial
+        params = dict(best.user_attrs.get("overrides", best.params))
+        if stage == "adapt" and best.user_attrs.get("best_step"):
+            params["adapt.steps"] = int(best.user_attrs["best_step"])
+        raw = {}
+        if config_path:
+            raw = yaml.safe_load(Path(config_path).read_text()) or {}
+        raw = apply_overrides(raw, list(overrides) + _set_list(params))
+        load_config(None, _set_list(_flatten_raw(raw)))  # the exported file must load
+        (out / "best_config.yaml").write_text(f"# best of study {study.study_name} (trial {best.number}, validation Dice {best.value:.4f})\n" + yaml.safe_dump(raw, sort_keys=False))
+        summary.update(best_value=best.value, best_trial=best.number, best_params=params, best_config=str((out / "best_config.yaml").resolve()))
+    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
+    click.echo(f"study {study.study_name}: " + ", ".join(f"{v} {k}" for k, v in states.items() if v))
+    if done:
+        click.echo(f"best validation Dice {summary['best_value']:.4f} (trial {summary['best_trial']}): {summary['best_params']}")
+        click.echo(f"best config: {summary['best_config']}  (use with --config)")
+    return summary
+
+
+def _flatten_raw(raw: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in raw.items():
+        if isinstance(v, dict) and v and k not in ("expert_weights", "kind_weights"):
+            out.update(_flatten_raw(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
