@@ -192,7 +192,8 @@ def adapt(
             if lf.kind != "dense":
                 raise DatasetError(f"{lf.path}: already partial; --scribbles simulates scribbles from dense labels")
             vol = load_volume(lf.path, kind="label")
-            partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=plan.num_classes, seed=cfg.seed * 1000 + i)
+            sc = cfg.scribbles
+            partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=plan.num_classes, seed=cfg.seed * 1000 + i, style=sc.style, density=sc.density, thickness=sc.thickness, axis=sc.axis)
             labels[case] = save_volume(out / "scribbles" / f"{case}{manifest.spec.file_ending}", partial.astype(np.uint8), vol.affine)
             kinds[case] = "partial"
         else:

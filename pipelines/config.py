@@ -106,6 +106,16 @@ class AdaptConfig:
 
 
 @dataclass
+class ScribbleConfig:
+    """How scribbles are simulated from dense labels (``adapt --scribbles``, benchmarks)."""
+
+    style: str = "slicewise"
+    density: float = 0.5  #: fraction of slices annotated
+    thickness: int = 1  #: stroke thickness in voxels
+    axis: int = -1
+
+
+@dataclass
 class PredictConfig:
     overlap: float = 0.5
     sw_batch_size: int = 4
@@ -130,6 +140,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -326,6 +337,9 @@ def _check_values(cfg: Config, where: str) -> None:
         problems.append(f"{where}: 'network.channels' needs at least 2 positive widths, got {cfg.network.channels}")
     if not (cfg.adapt.init in ("mean", "nearest") or cfg.adapt.init.startswith("expert:")):
         problems.append(f"{where}: 'adapt.init' must be 'mean', 'nearest' or 'expert:<id>', got {cfg.adapt.init!r}")
+    if not 0 < cfg.scribbles.density <= 1:
+        problems.append(f"{where}: 'scribbles.density' must be in (0, 1], got {cfg.scribbles.density}")
+    positive("scribbles.thickness", cfg.scribbles.thickness)
     if not 0 <= cfg.predict.overlap < 1:
         problems.append(f"{where}: 'predict.overlap' must be in [0, 1), got {cfg.predict.overlap}")
     for kind in cfg.sampling.kind_weights:

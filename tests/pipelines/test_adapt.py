@@ -134,3 +134,33 @@ def test_expert_already_in_model_is_refused(pretrained, tmp_path):
     data, pre = pretrained
     with pytest.raises(ConfigError, match="already in the model"):
         adapt(model=str(pre), data=str(data), expert="small", out=str(tmp_path / "x"), shots=1, overrides=ADAPT, tracking="local", progress=False)
+
+
+def test_scribble_adaptation_uses_simulated_partial_labels(pretrained, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    summary = run_adapt(pretrained, tmp_path / "s", scribbles=True)
+    assert summary["label_kind"] == "scribbles" and summary["test_dice"] is not None
+    files = sorted((tmp_path / "s" / "scribbles").glob("*.nii.gz"))
+    assert [f.name.split(".")[0] for f in files] == sorted(summary["cases"])
+    for f in files:
+        lab = np.asanyarray(nib.load(str(f)).dataobj)
+        assert 0 < (lab != 3).mean() < 0.5 and set(np.unique(lab)) >= {0, 3}
+
+
+def test_partial_labels_in_the_dataset_train_as_they_are(pretrained, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from experts.data.nifti import save_volume
+
+    data, pre = pretrained
+    shutil.copytree(data, tmp_path / "data")
+    for f in (tmp_path / "data" / "labelsTr" / "newdoc").glob("*.nii.gz"):
+        img = nib.load(str(f))
+        lab = np.asanyarray(img.dataobj).copy()
+        lab[:, :, ::2] = 3
+        save_volume(f, lab, img.affine)
+    summary = adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc", out=str(tmp_path / "a"), shots=2, overrides=ADAPT, tracking="local", progress=False)
+    assert summary["label_kind"] == "partial"
