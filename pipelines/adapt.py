@@ -58,6 +58,9 @@ def adapt_rows(
     progress: bool = False,
     on_log=None,
     on_score=None,
+    checkpoints=None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ):
     """Add the new expert to a copy of the network and train it.
 
@@ -72,6 +75,8 @@ def adapt_rows(
         score_cache / score_cases: unpadded cache and cases to score every ``eval_every`` steps;
             the best-scoring state is returned.
         on_score: called with ``(step, mean Dice)`` after each scoring (a pruning hook may raise).
+        checkpoints / checkpoint_every / resume: a :class:`~experts.training.checkpoint.CheckpointDir`
+            written every ``checkpoint_every`` steps, and whether to continue from its newest valid one.
 
     Returns:
         ``(net, row, forks, history, best_step)``.
@@ -83,6 +88,7 @@ def adapt_rows(
     from experts.data.datasets import PatchDataset
     from experts.data.transforms import training_augmentation
     from experts.losses import create_loss
+    from experts.training.checkpoint import rng_state, set_rng_state
     from experts.training.loop import Callbacks, fit
     from experts.training.sampling import ExpertBalancedSampler, SampleItem
     from experts.training.validation import Target, expert_dice
@@ -115,17 +121,38 @@ def adapt_rows(
             on_score(step, value)
         return scores
 
-    loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(0, steps)), num_workers=0)
+    def on_checkpoint(step):
+        checkpoints.save(step, {"net": net.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "step": step, "history": [list(h) for h in history], "best": best, "rng": rng_state()})
+
+    start = 0
+    if resume and checkpoints is not None:
+        state, _ = checkpoints.latest_valid()
+        if state is not None:
+            net.load_state_dict(state["net"])
+            for opt, st in zip(optimizers, state["optimizers"]):
+                opt.load_state_dict(st)
+            history[:] = [tuple(h) for h in state["history"]]
+            best.update(state["best"])
+            set_rng_state(state["rng"])
+            start = int(state["step"])
+    loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start, steps)), num_workers=0)
     fit(
         model=net,
         loss_fn=loss_fn,
         optimizers=optimizers,
         schedules=[],
         batches=loader,
-        start_step=0,
+        start_step=start,
         steps=steps,
         device=device,
-        callbacks=Callbacks(on_log=on_log, on_validate=on_validate if score_cases else None, log_every=10, val_every=acfg.eval_every),
+        callbacks=Callbacks(
+            on_log=on_log,
+            on_validate=on_validate if score_cases else None,
+            on_checkpoint=on_checkpoint if checkpoints is not None and checkpoint_every else None,
+            log_every=10,
+            val_every=acfg.eval_every,
+            checkpoint_every=checkpoint_every,
+        ),
         progress=progress,
         desc=f"adapt {expert}",
     )
@@ -149,9 +176,14 @@ def adapt(
     overrides: tuple[str, ...] = (),
     tracking: str | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Adapt ``model`` to ``expert`` of ``data``; returns the summary written to ``<out>/summary.json``."""
+    """Adapt ``model`` to ``expert`` of ``data``; returns the summary written to ``<out>/summary.json``.
+
+    With ``resume``, an interrupted run in ``out`` continues from its newest valid checkpoint (the
+    held-back search and the final training each keep their own) and ends with the same weights.
+    """
     from experts.adaptation import initial_rows, save_adapter
     from experts.bundle import ModelBundle, save_bundle
     from experts.data.datasets import VolumeCache
@@ -166,7 +198,9 @@ def adapt(
     if tracking:
         cfg.tracking.backend = tracking
     acfg = cfg.adapt
-    out = prepare_out(out, overwrite=overwrite, marker="summary.json")
+    out = prepare_out(out, overwrite=overwrite, resume=resume, marker="run.json")
+    if resume and (out / "summary.json").exists():
+        raise ConfigError(f"{out}: this adaptation already finished; see {out / 'summary.json'}")
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
     device = select_device()
     base = load_model(model, device=device)
@@ -180,6 +214,11 @@ def adapt(
     plan = base.plan
     available = [lf.case for lf in manifest.labels_of(expert=expert, split="train")]
     chosen = choose_cases(available, cases=cases, shots=shots, seed=cfg.seed)
+    if resume:
+        earlier = json.loads((out / "run.json").read_text())
+        if earlier.get("cases") != chosen or earlier.get("expert") != expert:
+            raise ConfigError(f"{out}: the run to resume adapted {earlier.get('expert')} on {earlier.get('cases')}; pass the same --expert and cases")
+    (out / "run.json").write_text(json.dumps({"stage": "adapt", "expert": expert, "cases": chosen, "model": model}, indent=2))
 
     # --- the new doctor's labels: as given, or simulated scribbles of them ------------------------
     labels: dict[str, Path] = {}
@@ -212,16 +251,25 @@ def adapt(
     rows_init, init_source = initial_rows(base.network, acfg.init, experts=base.experts, scores=scores)
 
     # --- stopping rule: hold one case back to choose the step count, then train on all -----------
+    from experts.training.checkpoint import CheckpointDir, atomic_write_bytes
+
     holdout = acfg.holdout == "auto" and len(chosen) >= 3
     steps = acfg.steps
     history: list = []
+    every = acfg.checkpoint_every
     if holdout:
         held = chosen[-1]
-        fit_items = [(c, kinds[c]) for c in chosen if c != held]
-        _, _, _, history, best_step = adapt_rows(base, rows_init=rows_init, expert=expert, cache=train_cache, items_cases=fit_items, plan=plan, acfg=acfg, seed=cfg.seed, steps=acfg.steps, device=device, score_cache=score_cache, score_cases=[held], progress=progress)
+        found = out / "holdout.json"
+        if resume and found.exists():
+            done = json.loads(found.read_text())
+            history, best_step = [tuple(h) for h in done["history"]], done["best_step"]
+        else:
+            fit_items = [(c, kinds[c]) for c in chosen if c != held]
+            _, _, _, history, best_step = adapt_rows(base, rows_init=rows_init, expert=expert, cache=train_cache, items_cases=fit_items, plan=plan, acfg=acfg, seed=cfg.seed, steps=acfg.steps, device=device, score_cache=score_cache, score_cases=[held], progress=progress, checkpoints=CheckpointDir(out / "checkpoints" / "holdout"), checkpoint_every=every, resume=resume)
+            atomic_write_bytes(found, json.dumps({"held_back": held, "history": history, "best_step": best_step}).encode())
         steps = max(acfg.eval_every, best_step)
     t_train = time.perf_counter()
-    net, row, forks, _, _ = adapt_rows(base, rows_init=rows_init, expert=expert, cache=train_cache, items_cases=[(c, kinds[c]) for c in chosen], plan=plan, acfg=acfg, seed=cfg.seed + 1, steps=steps, device=device, progress=progress)
+    net, row, forks, _, _ = adapt_rows(base, rows_init=rows_init, expert=expert, cache=train_cache, items_cases=[(c, kinds[c]) for c in chosen], plan=plan, acfg=acfg, seed=cfg.seed + 1, steps=steps, device=device, progress=progress, checkpoints=CheckpointDir(out / "checkpoints" / "final"), checkpoint_every=every, resume=resume)
     adapt_seconds = time.perf_counter() - t0
 
     # --- outputs ------------------------------------------------------------------------------

@@ -164,9 +164,10 @@ def pretrain(data, out, config_path, overrides, experts, exclude_experts, resume
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (adapter/, model/).")
 @config_options
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted adaptation in --out.")
 @tracking_option
 @user_errors
-def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overrides, overwrite, tracking):
+def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overrides, overwrite, resume, tracking):
     """Adapt a pretrained model to a new doctor from a few of their cases (dense or scribbles).
 
     \b
@@ -178,7 +179,7 @@ def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overri
     from pipelines.adapt import adapt as run
     from pipelines.common import parse_list
 
-    run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, progress=sys.stderr.isatty())
+    run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, resume=resume, progress=sys.stderr.isatty())
 
 
 @cli.command()

@@ -10,6 +10,8 @@ configs are data.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from typing import Literal
 import yaml
 
 from experts.errors import ConfigError
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 __all__ = [
     "Config",
@@ -103,6 +107,7 @@ class AdaptConfig:
     trainable: Literal["rows", "rows+head", "decoder", "all"] = "rows"
     holdout: Literal["auto", "none"] = "auto"  #: auto: hold one given case back to pick the best step when K >= 3
     eval_every: int = 25
+    checkpoint_every: int = 50
 
 
 @dataclass
@@ -263,7 +268,9 @@ def _coerce(value, hint):
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return ok, float(value) if ok else None
     if hint is str:
         return isinstance(value, str), value
@@ -324,6 +331,7 @@ def _check_values(cfg: Config, where: str) -> None:
     positive("adapt.steps", cfg.adapt.steps)
     positive("adapt.batch_size", cfg.adapt.batch_size)
     positive("adapt.eval_every", cfg.adapt.eval_every)
+    positive("adapt.checkpoint_every", cfg.adapt.checkpoint_every)
     positive("data.n_folds", cfg.data.n_folds, 2)
     if not 0 <= cfg.data.fold < cfg.data.n_folds:
         problems.append(f"{where}: 'data.fold' must be in 0..{cfg.data.n_folds - 1}, got {cfg.data.fold}")

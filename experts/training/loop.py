@@ -126,11 +126,23 @@ def fit(
                 cb.on_validate(step)
                 model.train()
             if cb.on_checkpoint and cb.checkpoint_every and step % cb.checkpoint_every == 0 and step != steps:
+                _check_finite(params, step)
                 cb.on_checkpoint(step)
     finally:
         bar.close()
+    if step == steps:
+        _check_finite(params, step)
     if cb.on_validate and step == steps:
         cb.on_validate(step)
     if cb.on_checkpoint and step == steps:
         cb.on_checkpoint(step)
     return step
+
+
+def _check_finite(params: list[torch.Tensor], step: int) -> None:
+    """Refuse to checkpoint or finish with NaN/inf weights (the loss can still look finite)."""
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise NonFiniteLoss(
+            f"weights became NaN or infinite by step {step}; the run stopped and its last good checkpoint is kept; "
+            "lower train.lr or enable train.grad_clip, or resume from the checkpoint"
+        )

@@ -70,5 +70,14 @@ def test_yaml_tags_are_not_evaluated(tmp_path):
         load_config(path)
 
 
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n")
+    assert load_config(path, ["adapt.lr=5E-2"]).train.lr == 0.001
+    assert load_config(None, ["adapt.lr=5E-2"]).adapt.lr == 0.05
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(None, ["train.lr=.nan"])
+
+
 def test_flatten_gives_dotted_keys():
     assert flatten({"train": {"lr": 1, "x": {"y": 2}}, "seed": 0}) == {"train.lr": 1, "train.x.y": 2, "seed": 0}
