@@ -340,12 +340,16 @@ def _compare_geometry(ref, vol, path: Path, problems: list[str], against: Path |
     sp, sp_ref = np.array(spacing_of(affine)), np.array(spacing_of(ref[1]))
     dirs, dirs_ref = affine[:3, :3] / sp, ref[1][:3, :3] / sp_ref
     if np.abs(sp - sp_ref).max() > SPACING_TOL:
-        problems.append(f"{path}: voxel spacing {tuple(np.round(sp, 4))} differs from {tuple(np.round(sp_ref, 4))}{other}; resample it onto the image grid")
+        problems.append(f"{path}: voxel spacing {_vec(sp, 4)} differs from {_vec(sp_ref, 4)}{other}; resample it onto the image grid")
     elif np.abs(dirs - dirs_ref).max() > DIRECTION_TOL:
         problems.append(f"{path}: orientation (direction cosines) differs from{other}; resample or reorient it onto the image grid")
     elif np.abs(affine[:3, 3] - ref[1][:3, 3]).max() > ORIGIN_TOL:
-        problems.append(f"{path}: origin {tuple(np.round(affine[:3, 3], 3))} differs from {tuple(np.round(ref[1][:3, 3], 3))}{other}; copy the image's header geometry onto it")
+        problems.append(f"{path}: origin {_vec(affine[:3, 3], 3)} differs from {_vec(ref[1][:3, 3], 3)}{other}; copy the image's header geometry onto it")
     return ref
+
+
+def _vec(values, digits: int) -> str:
+    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
 
 
 def _value_problem(array: np.ndarray, allowed: np.ndarray, spec: DatasetSpec, path: Path) -> str | None:
