@@ -231,6 +231,24 @@ def tune(data, stage, trials, out, storage, study_name, model, expert, shots, pr
     run(data=data, stage=stage, trials=trials, out=out, storage=storage, study_name=study_name, config_path=config_path, overrides=overrides, model=model, expert=expert, shots=shots, pruner=pruner, heartbeat=heartbeat, tracking=tracking, progress=sys.stderr.isatty())
 
 
+@cli.command()
+@click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predictions: the --out folder of 'expertseg predict'.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset holding the experts' labels.")
+@click.option("--tolerance", default=1.0, show_default=True, help="Normalised surface Dice tolerance in mm.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write evaluation.json/.csv (default: --pred).")
+@user_errors
+def evaluate(pred, data, tolerance, out):
+    """Dice, IoU, HD95, ASSD and NSD per case, expert and class (JSON + CSV).
+
+    \b
+    Example:
+      expertseg evaluate --pred preds --data demo_data --tolerance 2
+    """
+    from pipelines.evaluate import evaluate as run
+
+    run(pred=pred, data=data, tolerance=tolerance, out=out, progress=sys.stderr.isatty())
+
+
 def main(argv=None):
     """Console entry point."""
     cli.main(args=argv, prog_name="expertseg")

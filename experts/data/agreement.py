@@ -12,17 +12,9 @@ from itertools import combinations
 import numpy as np
 
 from experts.data.nifti import load_volume
+from experts.metrics import overlap_metrics
 
-__all__ = ["pairwise_agreement", "label_dice"]
-
-
-def label_dice(a: np.ndarray, b: np.ndarray, value: int) -> float | None:
-    """Dice of ``a == value`` and ``b == value``; ``None`` when the class is absent from both."""
-    x, y = a == value, b == value
-    total = int(x.sum()) + int(y.sum())
-    if total == 0:
-        return None
-    return 2.0 * int((x & y).sum()) / total
+__all__ = ["pairwise_agreement"]
 
 
 def pairwise_agreement(manifest, *, split: str | None = None, experts: list[str] | None = None) -> dict[str, dict[tuple[str, str], tuple[float, int]]]:
@@ -35,27 +27,23 @@ def pairwise_agreement(manifest, *, split: str | None = None, experts: list[str]
 
     Returns:
         ``{class_name: {(expert_a, expert_b): (mean_dice, n_cases)}}``; pairs without a common
-        dense case are left out.
+        dense case, and cases where a class is absent from both labels, are left out.
     """
     experts = experts or manifest.experts
     spec = manifest.spec
-    classes = [(n, spec.labels[n]) for n in spec.class_names[1:]]
+    names = spec.class_names
     dense: dict[str, dict[str, object]] = {}
     for lf in manifest.labels_of(kind="dense"):
         if (split is None or lf.split == split) and lf.expert in experts:
             dense.setdefault(lf.case, {})[lf.expert] = lf.path
-    scores: dict[str, dict[tuple[str, str], list[float]]] = {n: {} for n, _ in classes}
+    scores: dict[str, dict[tuple[str, str], list[float]]] = {n: {} for n in names[1:]}
     for case, paths in sorted(dense.items()):
         if len(paths) < 2:
             continue
-        arrays = {e: load_volume(p, kind="label").array for e, p in paths.items()}
+        arrays = {e: np.asarray(load_volume(p, kind="label").array).astype(np.int64) for e, p in paths.items()}
         for a, b in combinations([e for e in experts if e in arrays], 2):
-            for name, value in classes:
-                d = label_dice(arrays[a], arrays[b], value)
-                if d is not None:
-                    scores[name].setdefault((a, b), []).append(d)
-    return {
-        name: {pair: (float(np.mean(v)), len(v)) for pair, v in pairs.items()}
-        for name, pairs in scores.items()
-        if pairs
-    }
+            result = overlap_metrics(arrays[a], arrays[b], num_classes=len(names))
+            for value, metric in result.dice.items():
+                if metric.defined:
+                    scores[names[value]].setdefault((a, b), []).append(metric.value)
+    return {name: {pair: (float(np.mean(v)), len(v)) for pair, v in pairs.items()} for name, pairs in scores.items() if pairs}
