@@ -249,6 +249,31 @@ def evaluate(pred, data, tolerance, out):
     run(pred=pred, data=data, tolerance=tolerance, out=out, progress=sys.stderr.isatty())
 
 
+@cli.command()
+@click.option("--model", required=True, help="Model (adapted or pretrained): run folder, adapter/ or model/ folder, or models:/<name>@<alias>.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset with the experts' held-out labels.")
+@click.option("--out", default="compare", show_default=True, type=click.Path(file_okay=False), help="Output folder (report.html, compare.json, CSVs, figures/).")
+@click.option("--runs", multiple=True, help="Other models to score side by side (run folder, runs:/..., models:/name@alias); repeatable.")
+@click.option("--adapter", "adapters", multiple=True, help="Extra adapter to stack onto --model (repeatable).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]))
+@click.option("--max-cases", type=int, default=None, help="Compare on at most this many cases.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@config_options
+@tracking_option
+@user_errors
+def compare(model, data, out, runs, adapters, split, max_cases, overwrite, config_path, overrides, tracking):
+    """Cross-expert matrices, consensus baselines, distribution metrics and an HTML report.
+
+    \b
+    Example:
+      expertseg compare --model runs/drnew --data demo_data --out compare \\
+          --runs runs/pooled --runs models:/expertseg-BrainTissueDemo@pretrained
+    """
+    from pipelines.compare import compare as run
+
+    run(model=model, data=data, out=out, runs=runs, adapters=adapters, split=split, max_cases=max_cases, overwrite=overwrite, tracking=tracking, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
+
+
 def main(argv=None):
     """Console entry point."""
     cli.main(args=argv, prog_name="expertseg")
