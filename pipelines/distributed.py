@@ -36,11 +36,16 @@ class DistContext:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group together: every rank waits for the others (rank 0 finishes the
+        run's last work alone) before the group is destroyed, so no rank exits mid-collective."""
         if self.enabled:
             import torch.distributed as dist
 
             if dist.is_initialized():
-                dist.destroy_process_group()
+                try:
+                    dist.barrier()
+                finally:
+                    dist.destroy_process_group()
 
 
 def init_distributed() -> DistContext:
