@@ -1,0 +1,267 @@
+"""Write the BrainTissueDemo dataset: pseudo-subjects from MNI152 labelled by several expert styles.
+
+:func:`make_demo_dataset` draws every random number first (subject warps and intensities, each
+expert's per-case style parameters, scribble seeds, which cases each expert labels), logs them to
+``<out>/demo_params.json``, and writes the dataset (layout version 1) into a temporary sibling that
+is moved into place at the end. :func:`replay_label` rebuilds a label from the log;
+:func:`style_dice` measures how much the experts differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from experts.data.demo.anatomy import make_subject, make_subject_params, output_grid
+from experts.data.demo.styles import DEMO_EXPERTS, LABELS, Expert
+from experts.data.nifti import load_volume, save_volume
+from experts.data.spec import DatasetSpec, ExpertInfo, write_spec
+from experts.errors import DatasetError
+
+__all__ = ["make_demo_dataset", "draw_params", "replay_label", "style_dice", "PARAMS_FILE", "DESCRIPTION"]
+
+PARAMS_FILE = "demo_params.json"
+#: Scribble stroke width and boundary-stroke erosion in mm (converted to voxels per spacing).
+SCRIBBLE_THICKNESS_MM = 3.0
+SCRIBBLE_EROSION_MM = (3.0, 6.0)
+
+DESCRIPTION = (
+    "Synthetic multi-expert brain tissue segmentation (GM, WM) on pseudo-subjects made from the MNI152 2009 "
+    "template: each subject is the template under a random smooth deformation and a small random affine, with "
+    "a random gamma, bias field and Rician noise on the T1. Six simulated experts label the same anatomy with "
+    "their own consistent style: 'ref' takes the most probable tissue; 'overseg' never labels CSF, grows GM "
+    "outward and draws smooth outlines; 'wmtight' puts the GM/WM boundary inside the WM; 'nofossa' leaves out "
+    "the cerebellum and brainstem and misses small islands; 'scribbler' gives only scribbles on the training "
+    "cases; 'drnew', the new doctor (role new, for adaptation), puts the GM/WM boundary inside the GM and keeps "
+    "a tight outer GM boundary. Experts label different subsets of the training cases; every expert labels "
+    "every test case densely, so each can be scored. All random parameters are in demo_params.json."
+)
+
+
+def make_demo_dataset(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    n_train: int = 24,
+    n_test: int = 6,
+    spacing: float = 3.0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write the multi-expert demo dataset (deterministic by ``seed``).
+
+    Args:
+        out: the dataset folder to create (must be absent or empty unless ``overwrite``).
+        seed: seed of every random choice; the same seed gives byte-identical arrays.
+        n_train: number of training cases (``imagesTr``), >= 1.
+        n_test: number of test cases (``imagesTs``, labelled densely by every expert), >= 0.
+        spacing: isotropic voxel size in mm (3 mm gives volumes of about 54 x 66 x 58).
+        overwrite: replace a non-empty ``out``.
+        progress: show a progress bar.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        DatasetError: ``out`` is not empty (and ``overwrite`` is False) or is a file.
+        ValueError: invalid sizes or spacing.
+    """
+    out = Path(out)
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
+        raise ValueError(f"n_train must be an integer >= 1, got {n_train!r}")
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
+        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
+    if not (isinstance(spacing, (int, float)) and 0.5 <= spacing <= 12):
+        raise ValueError(f"spacing must be a voxel size in mm between 0.5 and 12, got {spacing!r}")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: exists and is not a folder; choose another output folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DatasetError(f"{out}: folder is not empty; choose an empty or new folder, or pass overwrite=True (--overwrite) to replace it")
+    spacing = float(spacing)
+    params = draw_params(seed=seed, n_train=n_train, n_test=n_test, spacing=spacing)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        _write(tmp, params, progress=progress)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts: tuple[Expert, ...] = DEMO_EXPERTS) -> dict:
+    """Draw every random choice of the dataset (the content of ``demo_params.json``).
+
+    Args:
+        seed: the dataset seed.
+        n_train, n_test: numbers of cases.
+        spacing: voxel size in mm.
+        experts: the experts.
+
+    Returns:
+        A JSON-serialisable dict with ``experts`` (style, plan) and ``cases`` (subject parameters
+        and, per labelling expert, ``kind`` ("dense" or "scribbles"), ``style`` parameters and
+        ``scribbles`` settings).
+    """
+    train = [f"sub{i:03d}" for i in range(n_train)]
+    test = [f"sub{n_train + i:03d}" for i in range(n_test)]
+    plan_rng = np.random.default_rng([seed, 0])
+    plan: dict[str, dict[str, list[str]]] = {}
+    for e in experts:
+        n_dense = min(n_train, max(int(round(e.dense_fraction * n_train)), e.min_dense))
+        if 0 < e.dense_fraction and n_dense == 0:
+            n_dense = 1
+        order = [train[i] for i in plan_rng.permutation(n_train)]
+        rest = order[n_dense:]
+        n_scrib = min(len(rest), int(round(e.scribble_fraction * n_train)))
+        if e.scribble_fraction > 0 and n_scrib == 0 and rest:
+            n_scrib = 1
+        plan[e.id] = {"dense": sorted(order[:n_dense]), "scribbles": sorted(rest[:n_scrib])}
+    thickness = max(1, int(round(SCRIBBLE_THICKNESS_MM / spacing)))
+    erosion = [max(1, int(round(mm / spacing))) for mm in SCRIBBLE_EROSION_MM]
+    cases = {}
+    for index, case in enumerate(train + test):
+        rng = np.random.default_rng([seed, 1, index])
+        labels = {}
+        for e in experts:
+            style = e.style.make_params(rng)  # drawn for every expert: a case's draws do not depend on the plan
+            scribble_seed = int(rng.integers(0, 2**31 - 1))
+            if case in test or case in plan[e.id]["dense"]:
+                labels[e.id] = {"kind": "dense", "style": style}
+            elif case in plan[e.id]["scribbles"]:
+                scribbles = {"style": "slicewise", "seed": scribble_seed, "axis": e.scribble_axis,
+                             "density": e.scribble_density, "thickness": thickness, "erosion_range": erosion}
+                labels[e.id] = {"kind": "scribbles", "style": style, "scribbles": scribbles}
+        cases[case] = {"split": "test" if case in test else "train", "subject": make_subject_params(rng), "labels": labels}
+    shape, affine = output_grid(spacing)
+    return {
+        "generator": "experts.data.demo.make_demo_dataset",
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "spacing": spacing,
+        "grid": {"shape": list(shape), "affine": affine.tolist()},
+        "experts": {e.id: {"role": e.role, "style": asdict(e.style), "plan": plan[e.id]} for e in experts},
+        "cases": cases,
+    }
+
+
+def _label(subject, entry: dict, experts: dict[str, Expert], expert: str) -> np.ndarray:
+    label = experts[expert].style.apply(subject, entry["style"])
+    if entry["kind"] == "scribbles":
+        from experts.scribbles import simulate_scribbles
+
+        s = dict(entry["scribbles"])
+        label = simulate_scribbles(label, ignore_label=LABELS["ignore"], style=s.pop("style"), seed=s.pop("seed"),
+                                   axis=s.pop("axis"), density=s.pop("density"), thickness=s.pop("thickness"),
+                                   erosion_range=tuple(s.pop("erosion_range")))
+    return np.asarray(label, dtype=np.uint8)
+
+
+def _write(root: Path, params: dict, *, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    experts = {e.id: e for e in DEMO_EXPERTS if e.id in params["experts"]}
+    root.mkdir(parents=True)
+    for eid in experts:
+        (root / "labelsTr" / eid).mkdir(parents=True)
+        if params["n_test"]:
+            (root / "labelsTs" / eid).mkdir(parents=True)
+    (root / "imagesTr").mkdir()
+    (root / PARAMS_FILE).write_text(json.dumps(params, indent=1) + "\n", encoding="utf-8")
+    for case, entry in tqdm(params["cases"].items(), desc="demo dataset", unit="case", disable=not progress):
+        subject = make_subject(entry["subject"], spacing=params["spacing"])
+        img_dir, lab_dir = ("imagesTr", "labelsTr") if entry["split"] == "train" else ("imagesTs", "labelsTs")
+        save_volume(root / img_dir / f"{case}_0000.nii.gz", subject.image, subject.affine, dtype=np.float32)
+        for eid, lab in entry["labels"].items():
+            save_volume(root / lab_dir / eid / f"{case}.nii.gz", _label(subject, lab, experts, eid), subject.affine, dtype=np.uint8)
+    spec = DatasetSpec(
+        name="BrainTissueDemo",
+        description=DESCRIPTION,
+        channel_names={"0": "T1"},
+        labels=dict(LABELS),
+        file_ending=".nii.gz",
+        experts={e.id: ExpertInfo(description=e.description, role=e.role) for e in experts.values()},
+        extra={"numTraining": params["n_train"], "demo": {"seed": params["seed"], "spacing_mm": params["spacing"], "params": PARAMS_FILE}},
+    )
+    write_spec(root, spec)
+
+
+def replay_label(root: str | os.PathLike, case: str, expert: str) -> np.ndarray:
+    """Rebuild one label file of a demo dataset from its ``demo_params.json``.
+
+    Args:
+        root: the demo dataset folder.
+        case: case id (e.g. ``"sub000"``).
+        expert: expert id.
+
+    Returns:
+        ``[X, Y, Z]`` uint8 label, equal to the stored file.
+
+    Raises:
+        DatasetError: no parameter log, or the case/expert pair is not in it.
+    """
+    path = Path(root) / PARAMS_FILE
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; only datasets written by make_demo_dataset can be replayed")
+    params = json.loads(path.read_text(encoding="utf-8"))
+    entry = params["cases"].get(case, {}).get("labels", {}).get(expert)
+    if entry is None:
+        raise DatasetError(f"{path}: no label of expert {expert!r} for case {case!r}; pick a pair listed under 'cases'")
+    subject = make_subject(params["cases"][case]["subject"], spacing=params["spacing"])
+    return _label(subject, entry, {e.id: e for e in DEMO_EXPERTS}, expert)
+
+
+def style_dice(root: str | os.PathLike, *, split: str = "test") -> dict[str, tuple[list[str], np.ndarray]]:
+    """Mean pairwise Dice between the experts' dense labels, per foreground class.
+
+    Args:
+        root: a dataset folder (layout version 1).
+        split: ``"test"`` (``labelsTs``) or ``"train"`` (``labelsTr``; only cases both label densely).
+
+    Returns:
+        ``{class_name: (expert_ids, matrix)}``: experts in ``dataset.json`` order, ``matrix``
+        ``[E, E]`` float (1 on the diagonal, NaN for pairs without a common dense case).
+    """
+    root = Path(root)
+    folder = root / ("labelsTs" if split == "test" else "labelsTr")
+    spec = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    ignore = spec["labels"].get("ignore")
+    classes = {k: v for k, v in spec["labels"].items() if k not in ("background", "ignore")}
+    folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    ids = [e for e in spec.get("experts") or {} if e in folders] + [e for e in folders if e not in (spec.get("experts") or {})]
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for eid in ids:
+        for f in sorted((folder / eid).glob("*.nii*")):
+            a = np.asarray(load_volume(f, kind="label").array)
+            if ignore is None or not (a == ignore).any():
+                arrays.setdefault(eid, {})[f.name.split(".")[0]] = a
+    result = {}
+    for name, value in classes.items():
+        m = np.eye(len(ids))
+        for (i, a), (j, b) in combinations(enumerate(ids), 2):
+            scores = []
+            for case in sorted(set(arrays.get(a, {})) & set(arrays.get(b, {}))):
+                x, y = arrays[a][case] == value, arrays[b][case] == value
+                total = int(x.sum()) + int(y.sum())
+                if total:
+                    scores.append(2.0 * int((x & y).sum()) / total)
+            m[i, j] = m[j, i] = float(np.mean(scores)) if scores else np.nan
+        result[name] = (ids, m)
+    return result
