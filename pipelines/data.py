@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -57,18 +58,27 @@ def format_summary(manifest, *, agreement: bool = True) -> str:
     partial = manifest.labels_of(kind="partial")
     if partial:
         lines.append("  annotated-voxel fraction of partial labels:")
-        for lf in partial:
-            lines.append(f"    {lf.expert}/{lf.case}: {lf.annotated_fraction:.3%}")
+        for e in manifest.experts:
+            files = [lf for lf in partial if lf.expert == e]
+            if files:
+                items = [f"{lf.case} {lf.annotated_fraction:.2%}" for lf in files]
+                lines += [f"    {e}: " + ", ".join(items[i : i + 6]) for i in range(0, len(items), 6)]
     if agreement:
         from experts.data.agreement import pairwise_agreement
 
         table = pairwise_agreement(manifest)
         if table:
             lines.append("  pairwise inter-expert Dice per class (mean over cases both labelled densely):")
+            experts = [e for e in manifest.experts if any(e in pair for pairs in table.values() for pair in pairs)]
+            w = max(8, max(len(e) for e in experts) + 1)
             for cls, pairs in table.items():
-                lines.append(f"    {cls}:")
-                for (a, b), (mean, n) in pairs.items():
-                    lines.append(f"      {a} vs {b}: {mean:.3f} (n={n})")
+                lines.append(f"    {cls:<{w}}" + "".join(f"{e[:w - 1]:>{w}}" for e in experts))
+                for a in experts:
+                    row = []
+                    for b in experts:
+                        v = pairs.get((a, b)) or pairs.get((b, a))
+                        row.append(f"{'-':>{w}}" if a == b or v is None else f"{v[0]:>{w}.3f}")
+                    lines.append(f"    {a:<{w}}" + "".join(row))
     return "\n".join(lines)
 
 
@@ -81,7 +91,7 @@ def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float, over
     from experts.data.demo import make_demo_dataset
 
     t0 = time.perf_counter()
-    path = make_demo_dataset(out, seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, overwrite=overwrite)
+    path = make_demo_dataset(out, seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, overwrite=overwrite, progress=sys.stderr.isatty())
     click.echo(f"demo dataset written to {Path(path).resolve()} in {time.perf_counter() - t0:.1f} s")
     click.echo(f"next: expertseg data check {out}")
 
