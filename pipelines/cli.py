@@ -136,11 +136,12 @@ def data_import(fmt, src, out, task, expert, overwrite):
 @config_options
 @click.option("--experts", default=None, help="Comma-separated experts to train on (default: all not marked new).")
 @click.option("--exclude-experts", default=None, help="Comma-separated experts to leave out.")
+@click.option("--cases", default=None, help="Comma-separated training cases to use, all for training (no validation split).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest valid checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start over in a non-empty --out.")
 @tracking_option
 @user_errors
-def pretrain(data, out, config_path, overrides, experts, exclude_experts, resume, overwrite, tracking):
+def pretrain(data, out, config_path, overrides, experts, exclude_experts, cases, resume, overwrite, tracking):
     """Pretrain one network on every expert's labels (one CIN row per expert).
 
     \b
@@ -151,7 +152,7 @@ def pretrain(data, out, config_path, overrides, experts, exclude_experts, resume
     from pipelines.common import parse_list
     from pipelines.pretrain import pretrain as run
 
-    run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty())
+    run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), cases=parse_list(cases), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty())
 
 
 @cli.command()
@@ -272,6 +273,26 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
     from pipelines.compare import compare as run
 
     run(model=model, data=data, out=out, runs=runs, adapters=adapters, split=split, max_cases=max_cases, overwrite=overwrite, tracking=tracking, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Toy scale: every suite in a few minutes (numbers exercise the machinery, not claims).")
+@click.option("--out", default="bench_out", show_default=True, type=click.Path(file_okay=False), help="Working folder (runs, results.json, figures).")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["modelling", "efficiency", "scribbles", "speed"]), help="Run only these suites (repeatable; default all).")
+@click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
+@user_errors
+def bench(quick, out, suites, write):
+    """Benchmarks: label efficiency, multi-expert baselines, scribbles vs dense, speed.
+
+    \b
+    Examples:
+      expertseg bench --quick
+      expertseg bench --write BENCHMARKS.md        # full mode, about an hour on 2 CPU cores
+    """
+    from pipelines.bench.runner import SUITES, run_bench
+
+    command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + (f" --write {write}" if write else "")
+    run_bench(out=out, mode="quick" if quick else "full", suites=tuple(suites) or SUITES, write=write, command=command)
 
 
 def main(argv=None):

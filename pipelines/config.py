@@ -83,6 +83,7 @@ class TrainConfig:
     batch_size: int = 2
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 3e-3
+    style_lr_scale: float = 1.0  #: learning rate of the experts' CIN rows, relative to lr
     weight_decay: float = 3e-5
     momentum: float = 0.99  #: SGD only
     schedule: Literal["poly", "cosine", "constant"] = "poly"
@@ -335,7 +336,7 @@ def _check_values(cfg: Config, where: str) -> None:
     positive("data.n_folds", cfg.data.n_folds, 2)
     if not 0 <= cfg.data.fold < cfg.data.n_folds:
         problems.append(f"{where}: 'data.fold' must be in 0..{cfg.data.n_folds - 1}, got {cfg.data.fold}")
-    for name, value in (("train.lr", cfg.train.lr), ("adapt.lr", cfg.adapt.lr), ("adapt.head_lr", cfg.adapt.head_lr)):
+    for name, value in (("train.lr", cfg.train.lr), ("train.style_lr_scale", cfg.train.style_lr_scale), ("adapt.lr", cfg.adapt.lr), ("adapt.head_lr", cfg.adapt.head_lr)):
         if not value > 0:
             problems.append(f"{where}: '{name}' must be > 0, got {value}")
     for name, lst in (("data.patch_size", cfg.data.patch_size), ("data.spacing", cfg.data.spacing), ("data.max_patch_size", cfg.data.max_patch_size)):

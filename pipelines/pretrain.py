@@ -19,6 +19,7 @@ import yaml
 
 from experts.bundle import ModelBundle, save_bundle
 
+from experts.errors import DatasetError
 from pipelines.common import prepare_out, seed_everything, select_device, select_experts
 from pipelines.config import Config, config_to_dict, flatten, load_config
 from pipelines.tracking import Tracker
@@ -42,8 +43,12 @@ class PretrainSetup:
     arch: dict
 
 
-def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=None) -> PretrainSetup:
-    """Scan the data, choose experts, split by case, build the network and the plan."""
+def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=None, cases: list[str] | None = None) -> PretrainSetup:
+    """Scan the data, choose experts, split by case, build the network and the plan.
+
+    With ``cases``, only those training cases are used, all of them for training (no validation
+    split): e.g. a network trained from scratch on a new doctor's few cases.
+    """
     import torch
 
     from experts.data.manifest import scan_dataset
@@ -56,7 +61,14 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
     experts = select_experts(manifest, include=include, exclude=exclude)
     rows = {e: (0 if cfg.sampling.pool_experts else i) for i, e in enumerate(experts)}
     labels = [lf for lf in manifest.labels_of(split="train") if lf.expert in rows]
-    train_cases, val_cases = case_split([(lf.case, lf.expert) for lf in labels], n_folds=cfg.data.n_folds, fold=cfg.data.fold)
+    if cases is not None:
+        missing = sorted(set(cases) - {lf.case for lf in labels})
+        if missing:
+            raise DatasetError(f"{manifest.root}: no training label of {', '.join(experts)} for case(s) {', '.join(missing)}")
+        labels = [lf for lf in labels if lf.case in set(cases)]
+        train_cases, val_cases = sorted(set(cases)), []
+    else:
+        train_cases, val_cases = case_split([(lf.case, lf.expert) for lf in labels], n_folds=cfg.data.n_folds, fold=cfg.data.fold)
     items = [SampleItem(lf.case, lf.expert, lf.kind, rows[lf.expert]) for lf in labels if lf.case in set(train_cases)]
     arch = {"name": cfg.network.name, "kwargs": {"channels": list(cfg.network.channels), "cin": cfg.network.cin}}
     torch.manual_seed(cfg.seed)
@@ -87,6 +99,7 @@ def pretrain(
     overrides: tuple[str, ...] = (),
     include: list[str] | None = None,
     exclude: list[str] | None = None,
+    cases: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     tracking: str | None = None,
@@ -114,7 +127,7 @@ def pretrain(
     from experts.training.checkpoint import CheckpointDir, rng_state, set_rng_state
     from experts.training.loop import Callbacks, fit
     from experts.training.sampling import ExpertBalancedSampler
-    from experts.training.schedule import make_optimizer, make_schedule
+    from experts.training.schedule import make_optimizer, make_schedule, param_groups
     from experts.training.validation import expert_dice
     from pipelines.distributed import init_distributed, replica_digests
     from pipelines.tracking import NullTracker
@@ -132,7 +145,7 @@ def pretrain(
         ctx.barrier()
         out = Path(out)
         seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
-        s = setup_pretraining(cfg, data, include=include, exclude=exclude)
+        s = setup_pretraining(cfg, data, include=include, exclude=exclude, cases=cases)
         device = torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() and ctx.enabled else select_device()
         net = s.network.to(device)
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else net
@@ -153,7 +166,8 @@ def pretrain(
 
         # --- optimisation ----------------------------------------------------------------------
         loss_fn = create_loss(cfg.loss.name, ignore_label=s.plan.num_classes, ce_weight=cfg.loss.ce_weight, dice_weight=cfg.loss.dice_weight, batch_dice=cfg.loss.batch_dice)
-        optimizer = make_optimizer(net.parameters(), name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
+        groups = param_groups(net, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, style_lr_scale=cfg.train.style_lr_scale)
+        optimizer = make_optimizer(groups, name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
         schedule = make_schedule(optimizer, name=cfg.train.schedule, steps=cfg.train.steps, warmup_steps=cfg.train.warmup_steps)
         checkpoints = CheckpointDir(out / "checkpoints")
         start_step, run_id = 0, None
