@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Margin (mm) around the template brain's bounding box kept in the output grid.
-GRID_MARGIN_MM = 7.5
+GRID_MARGIN_MM = 18.0
 #: Control points per axis of the smooth displacement field.
 WARP_CONTROL_POINTS = 5
 
@@ -163,16 +163,16 @@ def make_subject_params(rng: np.random.Generator) -> dict:
         white matter) and ``noise_seed``.
     """
     p = WARP_CONTROL_POINTS
-    warp = np.clip(rng.normal(0.0, 1.8, size=(3, p, p, p)), -4.5, 4.5)
+    warp = np.clip(rng.normal(0.0, 3.5, size=(3, p, p, p)), -7.0, 7.0)
     return {
-        "rotation_deg": [round(float(v), 4) for v in rng.uniform(-5.0, 5.0, 3)],
-        "scale": [round(float(v), 4) for v in rng.uniform(0.94, 1.06, 3)],
-        "translation_mm": [round(float(v), 3) for v in rng.uniform(-2.5, 2.5, 3)],
+        "rotation_deg": [round(float(v), 4) for v in rng.uniform(-8.0, 8.0, 3)],
+        "scale": [round(float(v), 4) for v in rng.uniform(0.92, 1.08, 3)],
+        "translation_mm": [round(float(v), 3) for v in rng.uniform(-3.0, 3.0, 3)],
         "warp_mm": np.round(warp, 3).tolist(),
-        "gamma": round(float(rng.uniform(0.8, 1.25)), 4),
-        "bias": [round(float(v), 4) for v in rng.normal(0.0, 0.07, 9)],
+        "gamma": round(float(rng.uniform(0.7, 1.4)), 4),
+        "bias": [round(float(v), 4) for v in rng.normal(0.0, 0.12, 9)],
         "gain": round(float(rng.uniform(400.0, 1200.0)), 2),
-        "noise": round(float(rng.uniform(0.015, 0.045)), 4),
+        "noise": round(float(rng.uniform(0.02, 0.07)), 4),
         "noise_seed": int(rng.integers(0, 2**31 - 1)),
     }
 
