@@ -1,0 +1,161 @@
+"""BENCHMARKS.md and its plots, made from ``results.json``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.bench.efficiency import summarise
+
+__all__ = ["plots", "markdown"]
+
+
+def _f(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _ms(values: list[dict], key: str = "mean") -> str:
+    m, s = summarise(values, key)
+    if m is None:
+        return "-"
+    return f"{m:.3f} ± {s:.3f}" if len(values) > 1 else f"{m:.3f}"
+
+
+def plots(ctx) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = ctx.out / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    eff = ctx.results.get("efficiency")
+    if eff:
+        fig, axes = plt.subplots(1, len(eff["held_out"]), figsize=(6.5 * len(eff["held_out"]), 4.6), constrained_layout=True, squeeze=False)
+        for ax, (h, entry) in zip(axes.flat, eff["held_out"].items()):
+            ks = eff["ks"]
+            xs = np.arange(len(ks))
+            for kind, color in (("dense", "#377eb8"), ("scribbles", "#ff7f00")):
+                stats = [summarise(entry["adapted"].get(f"{kind}/{k}", [])) for k in ks]
+                m = np.array([np.nan if s[0] is None else s[0] for s in stats])
+                sd = np.array([0 if s[1] is None else s[1] for s in stats])
+                ax.errorbar(xs, m, yerr=sd, marker="o", color=color, capsize=3, label=f"adapted row, {kind}")
+                near = [summarise(entry["nearest"].get(f"{kind}/{k}", []))[0] for k in ks]
+                ax.plot(xs, [np.nan if v is None else v for v in near], ls=":", marker="x", color=color, alpha=0.7, label=f"nearest expert ({kind} cases)")
+            if entry.get("oracle"):
+                ax.axhline(entry["oracle"]["mean"], color="#4daf4a", ls="--", label="oracle (expert in pretraining)")
+            if entry.get("mean_row"):
+                ax.axhline(entry["mean_row"]["mean"], color="#999999", ls="-.", label="zero-shot mean row")
+            for k, v in entry["scratch"].items():
+                if v:
+                    ax.scatter([ks.index(k)], [v["mean"]], marker="s", color="#e41a1c", zorder=3, label="from scratch" if k == "3" else None)
+            for k, v in entry["finetune_all"].items():
+                if v:
+                    ax.scatter([ks.index(k)], [v["mean"]], marker="^", color="#984ea3", zorder=3, label="fine-tune everything" if k == "3" else None)
+            ax.set_xticks(xs, [f"K={k}" for k in ks])
+            ax.set_ylabel("test Dice (mean over classes)")
+            ax.set_title(f"held-out expert: {h}", fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        path = folder / "label_efficiency.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    mod = ctx.results.get("modelling")
+    if mod:
+        experts = mod["experts"]
+        fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(experts) + 2), 4.4), constrained_layout=True)
+        width = 0.2
+        for i, (name, color) in enumerate((("cin", "#377eb8"), ("separate", "#4daf4a"), ("pooled", "#ff7f00"), ("staple", "#984ea3"))):
+            vals = [(mod[name].get(e) or {}).get("mean", np.nan) for e in experts]
+            ax.bar(np.arange(len(experts)) + (i - 1.5) * width, vals, width, color=color, label={"cin": "CIN (one row per expert)", "separate": "one model per expert", "pooled": "pooled labels", "staple": "STAPLE consensus"}[name])
+        ax.set_xticks(range(len(experts)), experts)
+        lo = np.nanmin([(mod[n].get(e) or {}).get("mean", np.nan) for n in ("cin", "separate", "pooled", "staple") for e in experts])
+        ax.set_ylim(max(0, lo - 0.05), 1)
+        ax.set_ylabel("test Dice vs the expert's labels")
+        ax.legend(fontsize=8)
+        path = folder / "multi_expert_modelling.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
+    """Write BENCHMARKS.md; figures are copied next to it into ``benchmarks/``."""
+    path = Path(path)
+    fig_dir = path.parent / "benchmarks"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    rel = []
+    for f in figures:
+        shutil.copy2(f, fig_dir / f.name)
+        rel.append(f"benchmarks/{f.name}")
+    m = __import__("pipelines.bench.runner", fromlist=["machine"]).machine()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command}` ({ctx.mode} mode) in {ctx.seconds.get('total', 0) / 60:.1f} minutes. Every number below comes from that one command;",
+        "`results.json` in its output folder holds them all, with each run's folder. Dice is on the held-out test",
+        "cases (`labelsTs`) of the demo data (`expertseg data demo --seed 0`), mean over the foreground classes (gm, wm);",
+        "nothing was tuned on these cases.",
+        "",
+        f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores ({m.get('threads')} torch threads), {m.get('memory_gb')} GB, "
+        f"{m.get('gpu') or 'no GPU'}; Python {m.get('python')}, torch {m.get('torch')}.",
+        f"Config: `{Path(ctx.config).relative_to(path.parent) if ctx.config else 'embedded defaults'}`" + (f" with {', '.join(f'`{o}`' for o in ctx.overrides)}" if ctx.overrides else "") + ".",
+        "",
+    ]
+    eff = ctx.results.get("efficiency")
+    if eff:
+        lines += ["## Label efficiency", "", "Adapting a new row from K of an expert's training cases (mean ± std over seeds of the case draw and",
+                  "training; the nearest expert is chosen on the same K cases). Oracle: the pretraining that had this expert's", "full labels.", ""]
+        for h, e in eff["held_out"].items():
+            lines += [f"### Held-out expert `{h}` ({e['seeds']} seed{'s' if e['seeds'] > 1 else ''})", "",
+                      f"Oracle {_f((e['oracle'] or {}).get('mean'))}, zero-shot mean row {_f((e['mean_row'] or {}).get('mean'))}.", "",
+                      "| K | dense: adapted | dense: nearest expert | scribbles: adapted | scribbles: nearest expert | from scratch | fine-tune all |",
+                      "|---|---|---|---|---|---|---|"]
+            for k in eff["ks"]:
+                lines.append(
+                    f"| {k} | {_ms(e['adapted'].get(f'dense/{k}', []))} | {_ms(e['nearest'].get(f'dense/{k}', []))} | {_ms(e['adapted'].get(f'scribbles/{k}', []))} | "
+                    f"{_ms(e['nearest'].get(f'scribbles/{k}', []))} | {_f((e['scratch'].get(k) or {}).get('mean'))} | {_f((e['finetune_all'].get(k) or {}).get('mean'))} |"
+                )
+            if e["oracle"]:
+                lines += ["", "Per class, K = 3 dense: " + ", ".join(f"{c}: adapted {_ms(e['adapted'].get('dense/3', []), c)}, nearest {_ms(e['nearest'].get('dense/3', []), c)}, "
+                                                                    f"mean row {_f((e['mean_row'] or {}).get(c))}, scratch {_f((e['scratch'].get('3') or {}).get(c))}, oracle {_f(e['oracle'].get(c))}" for c in e["oracle"] if c != "mean")]
+            lines += ["", f"Adaptation took {np.median(e['seconds']):.0f} s (median, max {max(e['seconds']):.0f} s); adapters are {max(e['adapter_bytes']) / 1024:.1f} KB.", ""]
+        lines += [f"![label efficiency]({r})" for r in rel if "efficiency" in r] + [""]
+    mod = ctx.results.get("modelling")
+    if mod:
+        lines += ["## Multi-expert modelling", "",
+                  f"Same network and budget ({mod['steps']} steps) for the CIN model, the pooled-labels model and the STAPLE model; one",
+                  f"model per expert gets {mod['separate_steps']} steps each (the same total budget).", "",
+                  "| expert | CIN | one model per expert | pooled labels | STAPLE consensus |", "|---|---|---|---|---|"]
+        for ex in mod["experts"]:
+            lines.append(f"| {ex} | " + " | ".join(_f((mod[n].get(ex) or {}).get("mean")) for n in ("cin", "separate", "pooled", "staple")) + " |")
+        lines += [""] + [f"![multi-expert modelling]({r})" for r in rel if "modelling" in r] + [""]
+    sc = ctx.results.get("scribbles")
+    if sc:
+        af = sc.get("annotated_fraction") or {}
+        lines += ["## Scribbles versus dense", "",
+                  f"The same experts' training cases, pretrained from simulated scribbles ({sc['scribble_settings']['style']}, density {sc['scribble_settings']['density']},",
+                  f"thickness {sc['scribble_settings']['thickness']}; {_f(100 * af.get('mean', 0), 2)}% of voxels annotated on average) or from the dense labels.", "",
+                  "| expert | dense | scribbles | ratio |", "|---|---|---|---|"]
+        for ex in sc["experts"]:
+            lines.append(f"| {ex} | {_f((sc['dense'].get(ex) or {}).get('mean'))} | {_f((sc['scribbles'].get(ex) or {}).get('mean'))} | {_f(sc['ratio'].get(ex))} |")
+        lines += ["", f"Mean ratio {_f(sc['mean_ratio'])} (published for partial losses in nnU-Net: roughly 0.92-0.96).", ""]
+    sp = ctx.results.get("speed")
+    if sp:
+        st = sp["settings"]
+        lines += ["## Speed and memory", "", f"Measured in one process as ratios: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
+                  "| measurement | value |", "|---|---|",
+                  f"| CIN U-Net train step / MONAI UNet train step (same widths, instance norm) | {sp['train_step_seconds']['ratio']:.2f} ({sp['train_step_seconds']['cin_unet']:.3f} s vs {sp['train_step_seconds']['monai_unet']:.3f} s) |",
+                  f"| GFLOP per train step: CIN U-Net / MONAI UNet | {sp['train_step_gflop']['cin_unet']:.1f} / {sp['train_step_gflop']['monai_unet']:.1f} |",
+                  f"| achieved GFLOP/s of a CIN train step / measured fp32 matmul peak | {sp['achieved_gflops']['cin_unet']:.1f} / {sp['achieved_gflops']['matmul_peak']:.1f} ({sp['achieved_gflops']['cin_fraction_of_peak']:.0%}) |",
+                  f"| partial Dice+CE / MONAI DiceCELoss (forward + backward) | {sp['loss_seconds']['ratio']:.2f} |",
+                  f"| one pass per expert / all experts batched (prediction) | {sp['prediction_seconds']['speedup']:.2f}x |",
+                  f"| peak memory growth: train step / prediction of all experts | {sp['peak_memory_mb']['train_step']:.0f} MB / {sp['peak_memory_mb']['prediction_all_experts']:.0f} MB |", ""]
+    lines += ["## Reproduce", "", "```bash", command, "```", "", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in ctx.seconds.items()) + ".", ""]
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,125 @@
+"""The bench's shared state: data, shared pretrainings, timings, results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+__all__ = ["BenchContext", "run_bench", "SUITES", "MODES"]
+
+#: mode -> demo data size, config and how many adaptation seeds
+MODES = {
+    "quick": {"n_train": 10, "n_test": 3, "spacing": 5.0, "config": None, "seeds": 1, "ks": [1, 3], "overrides": (
+        "network.channels=[8,16,32]", "data.patch_size=[16,16,16]", "data.n_folds=5", "train.steps=120", "train.val_every=1000",
+        "train.checkpoint_every=1000", "adapt.steps=40", "adapt.eval_every=10", "predict.sw_batch_size=2",
+    ), "scratch_steps": 60},
+    "full": {"n_train": 24, "n_test": 6, "spacing": 3.0, "config": "bench.yaml", "seeds": 3, "ks": [1, 3, 5, "all"], "overrides": (), "scratch_steps": None},
+}
+SUITES = ("modelling", "efficiency", "scribbles", "speed")
+
+
+@dataclass
+class BenchContext:
+    """Where the bench runs and what it has computed so far."""
+
+    out: Path
+    mode: str
+    config: str | None
+    overrides: tuple[str, ...]
+    data: Path | None = None
+    results: dict = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict:
+        return MODES[self.mode]
+
+    def pretrain(self, name: str, *, data: Path | None = None, **kwargs) -> dict:
+        """A pretraining shared by name between suites (run once, reused)."""
+        from pipelines.pretrain import pretrain
+
+        if name in self.runs:
+            return self.runs[name]
+        out = self.out / "runs" / name
+        t0 = time.perf_counter()
+        extra = tuple(kwargs.pop("overrides", ()))
+        summary = pretrain(data=str(data or self.data), out=str(out), config_path=self.config, overrides=self.overrides + extra, tracking="local", overwrite=True, progress=False, **kwargs)
+        summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        self.runs[name] = summary
+        self.save()
+        return summary
+
+    def adapt(self, name: str, **kwargs) -> dict:
+        from pipelines.adapt import adapt
+
+        out = self.out / "runs" / name
+        extra = tuple(kwargs.pop("overrides", ()))
+        summary = adapt(data=str(kwargs.pop("data", self.data)), out=str(out), config_path=self.config, overrides=self.overrides + extra, tracking="local", overwrite=True, progress=False, **kwargs)
+        shutil.rmtree(out / "model", ignore_errors=True)  # the adapter is what matters; keep the bench folder small
+        return summary
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "results.json").write_text(json.dumps({"mode": self.mode, "config": self.config, "overrides": list(self.overrides), "machine": machine(), "results": self.results, "runs": self.runs, "seconds": self.seconds}, indent=1, default=str))
+
+
+def machine() -> dict:
+    import os
+
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        info["cpu"] = model
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+    except (ValueError, OSError):
+        pass
+    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return info
+
+
+def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "") -> dict:
+    """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``."""
+    from pipelines.bench import efficiency, modelling, report, scribbles, speed
+
+    if mode not in MODES:
+        raise click.UsageError(f"mode must be one of {', '.join(MODES)}")
+    settings = MODES[mode]
+    root = Path(__file__).resolve().parents[2]
+    config = str(root / "configs" / settings["config"]) if settings["config"] else None
+    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"])
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    if data is None:
+        from experts.data.demo import make_demo_dataset
+
+        t0 = time.perf_counter()
+        data = str(make_demo_dataset(ctx.out / "data", seed=0, n_train=settings["n_train"], n_test=settings["n_test"], spacing=settings["spacing"], overwrite=True, progress=False))
+        ctx.seconds["data"] = round(time.perf_counter() - t0, 1)
+    ctx.data = Path(data)
+    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run}
+    for name in suites:
+        t0 = time.perf_counter()
+        click.echo(f"bench: {name} ...", err=True)
+        ctx.results[name] = table[name](ctx)
+        ctx.seconds[name] = round(time.perf_counter() - t0, 1)
+        ctx.save()
+    ctx.seconds["total"] = round(time.perf_counter() - t_all, 1)
+    ctx.save()
+    figures = report.plots(ctx)
+    if write:
+        report.markdown(ctx, Path(write), figures=figures, command=command)
+    click.echo(f"bench ({mode}) finished in {ctx.seconds['total']:.0f} s; results: {ctx.out / 'results.json'}")
+    return json.loads((ctx.out / "results.json").read_text())

@@ -1,0 +1,55 @@
+"""The bench machinery end to end at a toy scale: every suite runs and BENCHMARKS-style Markdown
+is written from its results (the numbers themselves mean nothing at this scale)."""
+
+import json
+
+import pytest
+
+from pipelines.bench import runner
+
+TINY = {
+    "n_train": 8,
+    "n_test": 2,
+    "spacing": 8.0,
+    "config": None,
+    "seeds": 1,
+    "ks": [3],
+    "overrides": (
+        "network.channels=[4,8]",
+        "data.patch_size=[16,16,16]",
+        "data.n_folds=4",
+        "train.steps=4",
+        "train.val_every=1000",
+        "train.checkpoint_every=1000",
+        "adapt.steps=2",
+        "adapt.eval_every=1",
+        "adapt.batch_size=1",
+        "predict.sw_batch_size=1",
+    ),
+    "scratch_steps": 2,
+}
+
+
+@pytest.fixture
+def tiny_mode(monkeypatch):
+    monkeypatch.setitem(runner.MODES, "tiny", TINY)
+
+
+def test_every_suite_runs_and_writes_markdown(tiny_mode, tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", write=str(md), command="expertseg bench --tiny")
+    r = result["results"]
+    assert set(r) == {"modelling", "efficiency", "scribbles", "speed"}
+    new = r["efficiency"]["held_out"]["drnew"]
+    assert len(new["adapted"]["dense/3"]) == 1 and new["oracle"] and new["mean_row"] and new["scratch"]["3"] and new["finetune_all"]["3"]
+    assert set(r["efficiency"]["held_out"]) == {"drnew", "ref"}
+    assert set(r["modelling"]) >= {"cin", "pooled", "separate", "staple"} and set(r["modelling"]["cin"]) == set(r["modelling"]["experts"])
+    assert r["scribbles"]["annotated_fraction"]["mean"] < 0.5 and r["scribbles"]["ratio"]
+    assert r["speed"]["prediction_seconds"]["speedup"] > 0 and r["speed"]["peak_memory_mb"]["train_step"] >= 0
+    text = md.read_text()
+    for heading in ("## Label efficiency", "## Multi-expert modelling", "## Scribbles versus dense", "## Speed and memory", "expertseg bench --tiny"):
+        assert heading in text
+    assert (tmp_path / "benchmarks" / "label_efficiency.png").exists() and (tmp_path / "benchmarks" / "multi_expert_modelling.png").exists()
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["mode"] == "tiny"
+    # pretrainings are shared between suites: 'cin' ran once for modelling and efficiency
+    assert sorted(p.name for p in (tmp_path / "b" / "runs").iterdir() if p.name == "cin") == ["cin"]
