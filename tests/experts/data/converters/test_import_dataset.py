@@ -1,12 +1,12 @@
 """import_dataset: argument checks, a read-only source, all-or-nothing output, overwrite, the CLI."""
 
-import hashlib
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from trees import tree_hash
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -19,14 +19,6 @@ from experts.data.converters import IMPORTERS, import_dataset  # noqa: E402
 from experts.data.manifest import scan_dataset  # noqa: E402
 from experts.errors import DatasetError  # noqa: E402
 
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes() + str(p.stat().st_mtime_ns).encode())
-    return h.hexdigest()
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 """MSSEG-2016 import: both layouts, 7 raters + consensus, FLAIR first, channels checked per case."""
 
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from trees import save_nifti, tree_hash
 
 from experts.data.converters import import_dataset
 from experts.data.manifest import scan_dataset
@@ -15,19 +15,9 @@ AFF = np.array([[-1.0, 0, 0, 40.0], [0, 1.2, 0, -30.0], [0, 0, 3.0, 5.0], [0, 0,
 CHANNELS = ("FLAIR", "T1", "T2", "DP", "GADO")
 
 
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes() + str(p.stat().st_mtime_ns).encode())
-    return h.hexdigest()
-
 
 def save(path: Path, array: np.ndarray, affine=AFF) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), str(path))
-    return path
+    return save_nifti(path, array, affine)
 
 
 def lesion(k: int) -> np.ndarray:

@@ -1,12 +1,12 @@
 """nnU-Net raw import: one expert, labels/channels/file ending copied, ignore label -> partial labels."""
 
-import hashlib
 import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from trees import save_nifti, tree_hash
 
 from experts.data.converters import import_dataset
 from experts.data.manifest import scan_dataset
@@ -15,19 +15,9 @@ from experts.errors import DatasetError
 AFF = np.array([[0, -1.5, 0, 12.0], [1.5, 0, 0, -7.0], [0, 0, 2.0, 1.0], [0, 0, 0, 1]])
 
 
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes() + str(p.stat().st_mtime_ns).encode())
-    return h.hexdigest()
-
 
 def save(path: Path, array: np.ndarray, affine=AFF) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), str(path))
-    return path
+    return save_nifti(path, array, affine)
 
 
 def label(k: int) -> np.ndarray:

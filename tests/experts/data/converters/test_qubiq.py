@@ -1,11 +1,11 @@
 """QUBIQ import: 2D slices become X x Y x 1, raters are read per case, masks are normalised or refused."""
 
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from trees import save_nifti, tree_hash
 
 from experts.data.converters import import_dataset
 from experts.data.manifest import scan_dataset
@@ -14,19 +14,9 @@ from experts.errors import DatasetError
 AFF2D = np.array([[0.5, 0, 0, -10.0], [0, 0.7, 0, 20.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]])
 
 
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes() + str(p.stat().st_mtime_ns).encode())
-    return h.hexdigest()
-
 
 def save(path: Path, array: np.ndarray, affine=AFF2D) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), str(path))
-    return path
+    return save_nifti(path, array, affine)
 
 
 def disc(shift: int) -> np.ndarray:
