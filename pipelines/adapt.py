@@ -278,14 +278,20 @@ def adapt(
     save_adapter(out / "adapter", net=net, expert=expert, row=row, base_model_id=base.lineage.get("base_model_id", base.model_id), base_ref=base_ref, init=acfg.init, trainable=acfg.trainable, forks=forks, extra=meta)
     adapted = ModelBundle(network=net, experts=base.experts + [expert], plan=plan, arch=base.arch, config=base.config, lineage={**base.lineage, "base_model_id": base.lineage.get("base_model_id", base.model_id), "adapted": base.lineage.get("adapted", []) + [expert], **({"forked_for": expert} if forks else {})})
     save_bundle(out / "model", adapted)
-    test = score_on_test(net, manifest, plan, {expert: row}, device=device)
-    zero = {}
-    if test:
-        init_net = copy.deepcopy(base.network)
-        from experts.adaptation import add_expert
+    # the adapted row and the initial (zero-shot) row on the test cases: one pass, unless the shared
+    # weights were retrained (a fork), when the initial row must run on the pretrained weights
+    from experts.adaptation import add_expert
 
-        init_row, _ = add_expert(init_net, rows_init)
-        zero = score_on_test(init_net, manifest, plan, {expert: init_row}, device=device)
+    if forks:
+        before_net = copy.deepcopy(base.network)
+        before_row, _ = add_expert(before_net, rows_init)
+        test = score_on_test(net, manifest, plan, {expert: row}, device=device).get(expert)
+        zero = score_on_test(before_net, manifest, plan, {expert: before_row}, device=device).get(expert)
+    else:
+        scoring = copy.deepcopy(net)
+        init_row, _ = add_expert(scoring, rows_init)
+        scored = score_on_test(scoring, manifest, plan, {expert: row}, device=device, extra={"before": (expert, init_row)})
+        test, zero = scored.get(expert), scored.get("before")
     adapter_bytes = (out / "adapter" / "adapter.pt").stat().st_size
     summary = {
         "stage": "adapt",
@@ -300,8 +306,8 @@ def adapt(
         "adapter": str((out / "adapter").resolve()),
         "adapter_bytes": adapter_bytes,
         "model": str((out / "model").resolve()),
-        "test_dice": test.get(expert),
-        "test_dice_before": zero.get(expert),
+        "test_dice": test,
+        "test_dice_before": zero,
         "seconds": round(adapt_seconds, 1),
         "train_seconds": round(time.perf_counter() - t_train, 1),
     }

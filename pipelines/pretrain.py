@@ -284,15 +284,22 @@ def registry_name(dataset_name: str) -> str:
     return f"expertseg-{safe}"
 
 
-def score_on_test(net, manifest, plan, rows: dict[str, int], *, device, sw_batch_size: int = 2) -> dict:
-    """Dice per expert and class on ``labelsTs`` (dense labels of the experts in ``rows``)."""
+def score_on_test(net, manifest, plan, rows: dict[str, int], *, device, sw_batch_size: int = 2, extra: dict[str, tuple[str, int]] | None = None) -> dict:
+    """Dice per expert and class on ``labelsTs`` (dense labels of the experts in ``rows``).
+
+    ``extra`` scores more rows in the same pass: ``{key: (label expert, row)}``, reported under key.
+    """
     from experts.data.datasets import VolumeCache
-    from experts.training.validation import expert_dice
+    from experts.training.validation import Target, expert_dice
 
     targets = _dense_targets(manifest, manifest.case_ids("test"), rows, split="test")
+    for key, (label_expert, row) in (extra or {}).items():
+        for case, pairs in targets.items():
+            if any(e == label_expert for e, _ in pairs):
+                pairs.append(Target(label_expert, row, key))
     if not targets:
         return {}
-    cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in targets}, labels={(c, e): manifest.label(c, e).path for c, pairs in targets.items() for e, _ in pairs}, pad=False)
+    cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in targets}, labels={(c, t[0]): manifest.label(c, t[0]).path for c, pairs in targets.items() for t in pairs}, pad=False)
     return expert_dice(net, cache=cache, targets=targets, class_names=plan.class_names, patch_size=plan.patch_size, device=device, sw_batch_size=sw_batch_size)
 
 

@@ -34,9 +34,13 @@ def _ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return nib.orientations.apply_orientation(array, nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS")))
 
 
-def _heatmap(ax, table: dict, title: str, *, xlabel: str, ylabel: str):
-    values = np.array([[np.nan if v is None else v for v in row] for row in table["mean"]], dtype=float)
-    im = ax.imshow(values, vmin=max(0.0, np.nanmin(values) - 0.05) if np.isfinite(values).any() else 0, vmax=1.0, cmap="viridis")
+def _values(table: dict) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in table["mean"]], dtype=float)
+
+
+def _heatmap(ax, table: dict, title: str, *, xlabel: str, ylabel: str, vmin: float):
+    values = _values(table)
+    im = ax.imshow(values, vmin=vmin, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(len(table["cols"])), table["cols"], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(table["rows"])), table["rows"], fontsize=8)
     for i in range(values.shape[0]):
@@ -52,9 +56,13 @@ def _heatmap(ax, table: dict, title: str, *, xlabel: str, ylabel: str):
 def _fig_matrices(result: dict, path: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.4), constrained_layout=True)
-    _heatmap(axes[0], result["labels_vs_labels"], "Human agreement: labels vs labels", xlabel="expert's labels", ylabel="expert's labels")
-    _heatmap(axes[1], result["model_vs_labels"], "Model conditioned on row vs column's labels", xlabel="expert's labels", ylabel="model conditioned on")
-    im = _heatmap(axes[2], result["model_vs_model"], "Model vs model (predictions)", xlabel="model conditioned on", ylabel="model conditioned on")
+    names = ("labels_vs_labels", "model_vs_labels", "model_vs_model")
+    finite = np.concatenate([_values(result[n]).ravel() for n in names])
+    finite = finite[np.isfinite(finite)]
+    vmin = max(0.0, float(finite.min()) - 0.02) if finite.size else 0.0  # one colour scale for the three panels
+    _heatmap(axes[0], result["labels_vs_labels"], "Human agreement: labels vs labels", xlabel="expert's labels", ylabel="expert's labels", vmin=vmin)
+    _heatmap(axes[1], result["model_vs_labels"], "Model conditioned on row vs column's labels", xlabel="expert's labels", ylabel="model conditioned on", vmin=vmin)
+    im = _heatmap(axes[2], result["model_vs_model"], "Model vs model (predictions)", xlabel="model conditioned on", ylabel="model conditioned on", vmin=vmin)
     fig.colorbar(im, ax=axes, shrink=0.8, label="mean Dice over classes and cases")
     fig.savefig(path, dpi=110)
     plt.close(fig)

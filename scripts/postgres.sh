@@ -19,7 +19,7 @@ if [ ! -x "$bin/initdb" ]; then
   echo "PostgreSQL server not found; install it (Debian: apt-get install postgresql)" >&2
   exit 1
 fi
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 case "$cmd" in
   start)
