@@ -278,7 +278,7 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @cli.command()
 @click.option("--quick", is_flag=True, help="Toy scale: every suite in a few minutes (numbers exercise the machinery, not claims).")
 @click.option("--out", default="bench_out", show_default=True, type=click.Path(file_okay=False), help="Working folder (runs, results.json, figures).")
-@click.option("--suite", "suites", multiple=True, type=click.Choice(["modelling", "efficiency", "scribbles", "speed"]), help="Run only these suites (repeatable; default all).")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["modelling", "efficiency", "scribbles", "speed", "targets"]), help="Run only these suites (repeatable; default all but targets, which takes another hour).")
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
 @user_errors
 def bench(quick, out, suites, write):
@@ -288,6 +288,7 @@ def bench(quick, out, suites, write):
     Examples:
       expertseg bench --quick
       expertseg bench --write BENCHMARKS.md        # full mode, about an hour on 2 CPU cores
+      expertseg bench --suite targets --write BENCHMARKS.md   # adds the stage-2 targets (longer pretraining)
     """
     from pipelines.bench.runner import SUITES, run_bench
 

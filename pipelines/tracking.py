@@ -30,6 +30,12 @@ _TEMPLATE = Path(__file__).resolve().parents[1] / "mlruns_template" / "experimen
 _FALLBACK = {s: {"name": f"expertseg-{s}", "description": "", "tags": {"project": "expertseg", "stage": s}} for s in ("pretrain", "adapt", "evaluate", "compare", "tune", "bench")}
 
 
+def quiet_store_logs() -> None:
+    """MLflow announces every SQLite migration at INFO level; keep warnings only."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def local_store_dir() -> Path:
     """``./mlruns`` in the working directory."""
     return Path.cwd() / "mlruns"
@@ -201,8 +207,7 @@ class Tracker:
             warnings.simplefilter("ignore")
             import mlflow
             from mlflow import MlflowClient
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        quiet_store_logs()
 
         mlflow.set_tracking_uri(uri)
         spec = experiment_spec(self.stage)
@@ -286,6 +291,7 @@ def find_or_create_parent(*, stage: str, run_name: str, tags: dict, key: str, ex
     from mlflow import MlflowClient
 
     uri = tracking_uri()
+    quiet_store_logs()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     spec = experiment_spec(stage)

@@ -84,6 +84,37 @@ def plots(ctx) -> list[Path]:
     return made
 
 
+def _targets(tg: dict) -> list[str]:
+    runs = tg["runs"]
+    oracle = tg["oracle"] or {}
+    classes = [c for c in oracle if c != "mean"] + ["mean"]
+    sc = tg["scratch"]
+
+    def ratio(values, c):
+        m, _ = summarise([v["test_dice"] for v in values], c)
+        return "-" if m is None or not oracle.get(c) else f"{m / oracle[c]:.1%}"
+
+    lines = ["## Stage-2 targets: the new doctor", "", f"Command: `{tg.get('command', '')}`.", "",
+             f"`configs/demo.yaml` with {', '.join(f'`{o}`' for o in tg['overrides']) or 'no change'} for the pretrainings; expert `{tg['expert']}`,",
+             f"adapted from 3 dense and from 5 scribbled training cases ({len(runs['dense-3'])} seed(s): each draws the cases and seeds training).",
+             "Nearest expert: the existing row that best matches the doctor's given cases, zero-shot. From scratch: the same",
+             f"network trained on the seed-0 cases ({', '.join(sc['cases'])}) only, for {sc['short']['steps']} steps (about the adaptation's time) and",
+             f"for {sc['long']['steps'] or 'as many'} steps (the pretraining's budget).", "",
+             "| class | adapted, 3 dense | adapted, 5 scribbled | nearest expert (3 dense) | zero-shot mean row | scratch, short | scratch, long | oracle |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in classes:
+        lines.append(
+            f"| {c} | {_ms([r['test_dice'] for r in runs['dense-3']], c)} ({ratio(runs['dense-3'], c)}) | {_ms([r['test_dice'] for r in runs['scribbles-5']], c)} ({ratio(runs['scribbles-5'], c)}) | "
+            f"{_ms([r['test_dice_before'] for r in runs['dense-3']], c)} | {_f((tg['mean_row'] or {}).get(c))} | {_f((sc['short']['test_dice'] or {}).get(c))} | "
+            f"{_f((sc['long']['test_dice'] or {}).get(c))} | {_f(oracle.get(c))} |"
+        )
+    secs = [r["seconds"] for rs in runs.values() for r in rs]
+    size = max(r["adapter_bytes"] for rs in runs.values() for r in rs)
+    lines += ["", "Percentages: of the oracle. Per-seed runs: " + "; ".join(f"{k} " + ", ".join(f"{r['test_dice']['mean']:.3f} (init {r['init_source']}, {r['steps']} steps)" for r in rs) for k, rs in runs.items()) + ".",
+              f"Adaptation took {min(secs):.0f}-{max(secs):.0f} s on this machine (the pretraining took {tg['pretrain_seconds'] / 60:.0f} min); adapters are at most {size / 1024:.1f} KB.", ""]
+    return lines
+
+
 def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
     """Write BENCHMARKS.md; figures are copied next to it into ``benchmarks/``."""
     path = Path(path)
@@ -94,22 +125,26 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
         shutil.copy2(f, fig_dir / f.name)
         rel.append(f"benchmarks/{f.name}")
     m = __import__("pipelines.bench.runner", fromlist=["machine"]).machine()
+    commands = list(dict.fromkeys(ctx.commands or [command]))
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{command}` ({ctx.mode} mode) in {ctx.seconds.get('total', 0) / 60:.1f} minutes. Every number below comes from that one command;",
-        "`results.json` in its output folder holds them all, with each run's folder. Dice is on the held-out test",
-        "cases (`labelsTs`) of the demo data (`expertseg data demo --seed 0`), mean over the foreground classes (gm, wm);",
-        "nothing was tuned on these cases.",
+        f"Written by {', '.join(f'`{c}`' for c in commands)} ({ctx.mode} mode); each section names the command that produced it,",
+        "and `results.json` in the bench's output folder holds every number with each run's folder. Dice is on the",
+        "held-out test cases (`labelsTs`) of the demo data (`expertseg data demo --seed 0`), mean over the foreground",
+        "classes (gm, wm) unless a class is named; nothing was tuned on these cases.",
         "",
         f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores ({m.get('threads')} torch threads), {m.get('memory_gb')} GB, "
         f"{m.get('gpu') or 'no GPU'}; Python {m.get('python')}, torch {m.get('torch')}.",
         f"Config: `{Path(ctx.config).relative_to(path.parent) if ctx.config else 'embedded defaults'}`" + (f" with {', '.join(f'`{o}`' for o in ctx.overrides)}" if ctx.overrides else "") + ".",
         "",
     ]
+    tg = ctx.results.get("targets")
+    if tg:
+        lines += _targets(tg)
     eff = ctx.results.get("efficiency")
     if eff:
-        lines += ["## Label efficiency", "", "Adapting a new row from K of an expert's training cases (mean ± std over seeds of the case draw and",
+        lines += ["## Label efficiency", "", f"Command: `{eff.get('command', command)}`.", "", "Adapting a new row from K of an expert's training cases (mean ± std over seeds of the case draw and",
                   "training; the nearest expert is chosen on the same K cases). Oracle: the pretraining that had this expert's", "full labels.", ""]
         for h, e in eff["held_out"].items():
             lines += [f"### Held-out expert `{h}` ({e['seeds']} seed{'s' if e['seeds'] > 1 else ''})", "",
@@ -128,7 +163,7 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
         lines += [f"![label efficiency]({r})" for r in rel if "efficiency" in r] + [""]
     mod = ctx.results.get("modelling")
     if mod:
-        lines += ["## Multi-expert modelling", "",
+        lines += ["## Multi-expert modelling", "", f"Command: `{mod.get('command', command)}`.", "",
                   f"Same network and budget ({mod['steps']} steps) for the CIN model, the pooled-labels model and the STAPLE model; one",
                   f"model per expert gets {mod['separate_steps']} steps each (the same total budget).", "",
                   "| expert | CIN | one model per expert | pooled labels | STAPLE consensus |", "|---|---|---|---|---|"]
@@ -138,7 +173,7 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
     sc = ctx.results.get("scribbles")
     if sc:
         af = sc.get("annotated_fraction") or {}
-        lines += ["## Scribbles versus dense", "",
+        lines += ["## Scribbles versus dense", "", f"Command: `{sc.get('command', command)}`.", "",
                   f"The same experts' training cases, pretrained from simulated scribbles ({sc['scribble_settings']['style']}, density {sc['scribble_settings']['density']},",
                   f"thickness {sc['scribble_settings']['thickness']}; {_f(100 * af.get('mean', 0), 2)}% of voxels annotated on average) or from the dense labels.", "",
                   "| expert | dense | scribbles | ratio |", "|---|---|---|---|"]
@@ -148,7 +183,7 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
     sp = ctx.results.get("speed")
     if sp:
         st = sp["settings"]
-        lines += ["## Speed and memory", "", f"Measured in one process as ratios: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
+        lines += ["## Speed and memory", "", f"Command: `{sp.get('command', command)}`. Measured in one process as ratios: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
                   "| measurement | value |", "|---|---|",
                   f"| CIN U-Net train step / MONAI UNet train step (same widths, instance norm) | {sp['train_step_seconds']['ratio']:.2f} ({sp['train_step_seconds']['cin_unet']:.3f} s vs {sp['train_step_seconds']['monai_unet']:.3f} s) |",
                   f"| GFLOP per train step: CIN U-Net / MONAI UNet | {sp['train_step_gflop']['cin_unet']:.1f} / {sp['train_step_gflop']['monai_unet']:.1f} |",
@@ -156,6 +191,6 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
                   f"| partial Dice+CE / MONAI DiceCELoss (forward + backward) | {sp['loss_seconds']['ratio']:.2f} |",
                   f"| one pass per expert / all experts batched (prediction) | {sp['prediction_seconds']['speedup']:.2f}x |",
                   f"| peak memory growth: train step / prediction of all experts | {sp['peak_memory_mb']['train_step']:.0f} MB / {sp['peak_memory_mb']['prediction_all_experts']:.0f} MB |", ""]
-    lines += ["## Reproduce", "", "```bash", command, "```", "", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in ctx.seconds.items()) + ".", ""]
+    lines += ["## Reproduce", "", "```bash", *commands, "```", "", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in ctx.seconds.items()) + ".", ""]
     path.write_text("\n".join(lines))
     return path

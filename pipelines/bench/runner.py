@@ -22,6 +22,8 @@ MODES = {
     "full": {"n_train": 24, "n_test": 6, "spacing": 3.0, "config": "bench.yaml", "seeds": 3, "ks": [1, 3, 5, "all"], "overrides": (), "scratch_steps": None},
 }
 SUITES = ("modelling", "efficiency", "scribbles", "speed")
+#: suites run only when named (--suite): they take longer than the full mode's hour
+EXTRA_SUITES = ("targets",)
 
 
 @dataclass
@@ -42,7 +44,7 @@ class BenchContext:
     def settings(self) -> dict:
         return MODES[self.mode]
 
-    def pretrain(self, name: str, *, data: Path | None = None, **kwargs) -> dict:
+    def pretrain(self, name: str, *, data: Path | None = None, config: str | None = None, **kwargs) -> dict:
         """A pretraining shared by name between suites (run once, reused)."""
         from pipelines.pretrain import pretrain
 
@@ -51,24 +53,40 @@ class BenchContext:
         out = self.out / "runs" / name
         t0 = time.perf_counter()
         extra = tuple(kwargs.pop("overrides", ()))
-        summary = pretrain(data=str(data or self.data), out=str(out), config_path=self.config, overrides=self.overrides + extra, tracking="local", overwrite=True, progress=False, **kwargs)
+        base = self.overrides if config is None else ()
+        summary = pretrain(data=str(data or self.data), out=str(out), config_path=config or self.config, overrides=base + extra, tracking="local", overwrite=True, progress=False, **kwargs)
         summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
         self.runs[name] = summary
         self.save()
         return summary
 
-    def adapt(self, name: str, **kwargs) -> dict:
+    def adapt(self, name: str, *, config: str | None = None, **kwargs) -> dict:
         from pipelines.adapt import adapt
 
         out = self.out / "runs" / name
         extra = tuple(kwargs.pop("overrides", ()))
-        summary = adapt(data=str(kwargs.pop("data", self.data)), out=str(out), config_path=self.config, overrides=self.overrides + extra, tracking="local", overwrite=True, progress=False, **kwargs)
+        base = self.overrides if config is None else ()
+        summary = adapt(data=str(kwargs.pop("data", self.data)), out=str(out), config_path=config or self.config, overrides=base + extra, tracking="local", overwrite=True, progress=False, **kwargs)
         shutil.rmtree(out / "model", ignore_errors=True)  # the adapter is what matters; keep the bench folder small
         return summary
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "results.json").write_text(json.dumps({"mode": self.mode, "config": self.config, "overrides": list(self.overrides), "machine": machine(), "results": self.results, "runs": self.runs, "seconds": self.seconds}, indent=1, default=str))
+        (self.out / "results.json").write_text(json.dumps({"mode": self.mode, "config": self.config, "overrides": list(self.overrides), "machine": machine(), "results": self.results, "runs": self.runs, "seconds": self.seconds, "commands": self.commands}, indent=1, default=str))
+
+    def load_earlier(self) -> None:
+        """Keep the results of earlier suites run into the same folder and mode (one results.json
+        grows suite by suite; each suite records the command that produced it)."""
+        path = self.out / "results.json"
+        if not path.is_file():
+            return
+        old = json.loads(path.read_text())
+        if old.get("mode") != self.mode:
+            return
+        self.results.update(old.get("results", {}))
+        self.runs.update(old.get("runs", {}))
+        self.seconds.update(old.get("seconds", {}))
+        self.commands.extend(old.get("commands", []))
 
 
 def machine() -> dict:
@@ -92,7 +110,7 @@ def machine() -> dict:
 
 def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "") -> dict:
     """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``."""
-    from pipelines.bench import efficiency, modelling, report, scribbles, speed
+    from pipelines.bench import efficiency, modelling, report, scribbles, speed, targets
 
     if mode not in MODES:
         raise click.UsageError(f"mode must be one of {', '.join(MODES)}")
@@ -101,7 +119,10 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     config = str(root / "configs" / settings["config"]) if settings["config"] else None
     ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"])
     ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.load_earlier()
     t_all = time.perf_counter()
+    if data is None and (ctx.out / "data" / "dataset.json").is_file() and ctx.runs:
+        data = str(ctx.out / "data")  # the same generated data as the earlier suites
     if data is None:
         from experts.data.demo import make_demo_dataset
 
@@ -109,17 +130,19 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
         data = str(make_demo_dataset(ctx.out / "data", seed=0, n_train=settings["n_train"], n_test=settings["n_test"], spacing=settings["spacing"], overwrite=True, progress=False))
         ctx.seconds["data"] = round(time.perf_counter() - t0, 1)
     ctx.data = Path(data)
-    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run}
+    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run, "targets": targets.run}
     for name in suites:
         t0 = time.perf_counter()
         click.echo(f"bench: {name} ...", err=True)
         ctx.results[name] = table[name](ctx)
+        ctx.results[name]["command"] = command
         ctx.seconds[name] = round(time.perf_counter() - t0, 1)
         ctx.save()
-    ctx.seconds["total"] = round(time.perf_counter() - t_all, 1)
+    ctx.seconds[f"total ({'+'.join(suites)})"] = round(time.perf_counter() - t_all, 1)
+    ctx.commands.append(command)
     ctx.save()
     figures = report.plots(ctx)
     if write:
         report.markdown(ctx, Path(write), figures=figures, command=command)
-    click.echo(f"bench ({mode}) finished in {ctx.seconds['total']:.0f} s; results: {ctx.out / 'results.json'}")
+    click.echo(f"bench ({mode}) finished in {time.perf_counter() - t_all:.0f} s; results: {ctx.out / 'results.json'}")
     return json.loads((ctx.out / "results.json").read_text())

@@ -37,9 +37,12 @@ def tiny_mode(monkeypatch):
 
 def test_every_suite_runs_and_writes_markdown(tiny_mode, tmp_path):
     md = tmp_path / "BENCHMARKS.md"
-    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", write=str(md), command="expertseg bench --tiny")
+    runner.run_bench(out=str(tmp_path / "b"), mode="tiny", write=str(md), command="expertseg bench --tiny")
+    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("targets",), write=str(md), command="expertseg bench --tiny --suite targets")
     r = result["results"]
-    assert set(r) == {"modelling", "efficiency", "scribbles", "speed"}
+    assert set(r) == {"modelling", "efficiency", "scribbles", "speed", "targets"}  # the second call adds to the first
+    t = r["targets"]
+    assert t["oracle"] and len(t["runs"]["dense-3"]) == 1 and t["scratch"]["short"]["test_dice"] and t["command"].endswith("--suite targets")
     new = r["efficiency"]["held_out"]["drnew"]
     assert len(new["adapted"]["dense/3"]) == 1 and new["oracle"] and new["mean_row"] and new["scratch"]["3"] and new["finetune_all"]["3"]
     assert set(r["efficiency"]["held_out"]) == {"drnew", "ref"}
@@ -47,7 +50,7 @@ def test_every_suite_runs_and_writes_markdown(tiny_mode, tmp_path):
     assert r["scribbles"]["annotated_fraction"]["mean"] < 0.5 and r["scribbles"]["ratio"]
     assert r["speed"]["prediction_seconds"]["speedup"] > 0 and r["speed"]["peak_memory_mb"]["train_step"] >= 0
     text = md.read_text()
-    for heading in ("## Label efficiency", "## Multi-expert modelling", "## Scribbles versus dense", "## Speed and memory", "expertseg bench --tiny"):
+    for heading in ("## Stage-2 targets", "## Label efficiency", "## Multi-expert modelling", "## Scribbles versus dense", "## Speed and memory", "expertseg bench --tiny --suite targets"):
         assert heading in text
     assert (tmp_path / "benchmarks" / "label_efficiency.png").exists() and (tmp_path / "benchmarks" / "multi_expert_modelling.png").exists()
     assert json.loads((tmp_path / "b" / "results.json").read_text())["mode"] == "tiny"
