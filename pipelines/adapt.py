@@ -163,6 +163,50 @@ def adapt_rows(
     return net, row, forks, history, best["step"]
 
 
+def doctor_labels(manifest, expert: str, cases: list[str], *, scribbles: bool, cfg, ignore_label: int, out: Path) -> tuple[dict, dict, str]:
+    """The new doctor's label files for ``cases``: as given, or (``scribbles``) scribbles simulated
+    from their dense labels and written under ``out/scribbles``. Returns the files, each file's
+    kind, and the run's label kind (dense, partial, mixed or scribbles)."""
+    from experts.data.nifti import load_volume, save_volume
+
+    labels: dict[str, Path] = {}
+    kinds: dict[str, str] = {}
+    for i, case in enumerate(cases):
+        lf = manifest.label(case, expert)
+        if not scribbles:
+            labels[case], kinds[case] = lf.path, lf.kind
+            continue
+        from experts.scribbles import simulate_scribbles
+
+        if lf.kind != "dense":
+            raise DatasetError(f"{lf.path}: already partial; --scribbles simulates scribbles from dense labels")
+        vol = load_volume(lf.path, kind="label")
+        sc = cfg.scribbles
+        partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=ignore_label, seed=cfg.seed * 1000 + i, style=sc.style, density=sc.density, thickness=sc.thickness, axis=sc.axis)
+        labels[case] = save_volume(out / "scribbles" / f"{case}{manifest.spec.file_ending}", partial.astype(np.uint8), vol.affine)
+        kinds[case] = "partial"
+    label_kind = "scribbles" if scribbles else ("dense" if set(kinds.values()) == {"dense"} else "partial" if set(kinds.values()) == {"partial"} else "mixed")
+    return labels, kinds, label_kind
+
+
+def _score_adapted_and_initial(base, net, row: int, rows_init, *, forks, manifest, expert: str, device) -> tuple[dict | None, dict | None]:
+    """Test Dice of the adapted row and of the initial (zero-shot) row: one pass over the test cases,
+    unless the shared weights were retrained (a fork), when the initial row runs on the pretrained weights."""
+    from experts.adaptation import add_expert
+    from pipelines.pretrain import score_on_test
+
+    if forks:
+        before_net = copy.deepcopy(base.network)
+        before_row, _ = add_expert(before_net, rows_init)
+        test = score_on_test(net, manifest, base.plan, {expert: row}, device=device).get(expert)
+        zero = score_on_test(before_net, manifest, base.plan, {expert: before_row}, device=device).get(expert)
+        return test, zero
+    scoring = copy.deepcopy(net)
+    init_row, _ = add_expert(scoring, rows_init)
+    scored = score_on_test(scoring, manifest, base.plan, {expert: row}, device=device, extra={"before": (expert, init_row)})
+    return scored.get(expert), scored.get("before")
+
+
 def adapt(
     *,
     model: str,
@@ -188,10 +232,9 @@ def adapt(
     from experts.bundle import ModelBundle, save_bundle
     from experts.data.datasets import VolumeCache
     from experts.data.manifest import scan_dataset
-    from experts.data.nifti import load_volume, save_volume
     from experts.training.validation import Target, expert_dice
     from pipelines.models import load_model, resolve_model_dir
-    from pipelines.pretrain import registry_name, score_on_test
+    from pipelines.pretrain import registry_name
 
     t0 = time.perf_counter()
     cfg = load_config(config_path, overrides)
@@ -220,24 +263,7 @@ def adapt(
             raise ConfigError(f"{out}: the run to resume adapted {earlier.get('expert')} on {earlier.get('cases')}; pass the same --expert and cases")
     (out / "run.json").write_text(json.dumps({"stage": "adapt", "expert": expert, "cases": chosen, "model": model}, indent=2))
 
-    # --- the new doctor's labels: as given, or simulated scribbles of them ------------------------
-    labels: dict[str, Path] = {}
-    kinds: dict[str, str] = {}
-    for i, case in enumerate(chosen):
-        lf = manifest.label(case, expert)
-        if scribbles:
-            from experts.scribbles import simulate_scribbles
-
-            if lf.kind != "dense":
-                raise DatasetError(f"{lf.path}: already partial; --scribbles simulates scribbles from dense labels")
-            vol = load_volume(lf.path, kind="label")
-            sc = cfg.scribbles
-            partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=plan.num_classes, seed=cfg.seed * 1000 + i, style=sc.style, density=sc.density, thickness=sc.thickness, axis=sc.axis)
-            labels[case] = save_volume(out / "scribbles" / f"{case}{manifest.spec.file_ending}", partial.astype(np.uint8), vol.affine)
-            kinds[case] = "partial"
-        else:
-            labels[case], kinds[case] = lf.path, lf.kind
-    label_kind = "scribbles" if scribbles else ("dense" if set(kinds.values()) == {"dense"} else "partial" if set(kinds.values()) == {"partial"} else "mixed")
+    labels, kinds, label_kind = doctor_labels(manifest, expert, chosen, scribbles=scribbles, cfg=cfg, ignore_label=plan.num_classes, out=out)
     images = {c: manifest.cases[c].images for c in chosen}
     train_cache = VolumeCache(plan, images=images, labels={(c, expert): p for c, p in labels.items()}, pad=True)
     score_cache = VolumeCache(plan, images=images, labels={(c, expert): p for c, p in labels.items()}, pad=False)
@@ -278,20 +304,7 @@ def adapt(
     save_adapter(out / "adapter", net=net, expert=expert, row=row, base_model_id=base.lineage.get("base_model_id", base.model_id), base_ref=base_ref, init=acfg.init, trainable=acfg.trainable, forks=forks, extra=meta)
     adapted = ModelBundle(network=net, experts=base.experts + [expert], plan=plan, arch=base.arch, config=base.config, lineage={**base.lineage, "base_model_id": base.lineage.get("base_model_id", base.model_id), "adapted": base.lineage.get("adapted", []) + [expert], **({"forked_for": expert} if forks else {})})
     save_bundle(out / "model", adapted)
-    # the adapted row and the initial (zero-shot) row on the test cases: one pass, unless the shared
-    # weights were retrained (a fork), when the initial row must run on the pretrained weights
-    from experts.adaptation import add_expert
-
-    if forks:
-        before_net = copy.deepcopy(base.network)
-        before_row, _ = add_expert(before_net, rows_init)
-        test = score_on_test(net, manifest, plan, {expert: row}, device=device).get(expert)
-        zero = score_on_test(before_net, manifest, plan, {expert: before_row}, device=device).get(expert)
-    else:
-        scoring = copy.deepcopy(net)
-        init_row, _ = add_expert(scoring, rows_init)
-        scored = score_on_test(scoring, manifest, plan, {expert: row}, device=device, extra={"before": (expert, init_row)})
-        test, zero = scored.get(expert), scored.get("before")
+    test, zero = _score_adapted_and_initial(base, net, row, rows_init, forks=forks, manifest=manifest, expert=expert, device=device)
     adapter_bytes = (out / "adapter" / "adapter.pt").stat().st_size
     summary = {
         "stage": "adapt",
