@@ -280,8 +280,9 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @click.option("--out", default="bench_out", show_default=True, type=click.Path(file_okay=False), help="Working folder (runs, results.json, figures).")
 @click.option("--suite", "suites", multiple=True, type=click.Choice(["modelling", "efficiency", "scribbles", "speed", "targets"]), help="Run only these suites (repeatable; default all but targets, which takes another hour).")
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
+@click.option("--report-only", is_flag=True, help="Run nothing: write the plots (and --write) from the results already in --out.")
 @user_errors
-def bench(quick, out, suites, write):
+def bench(quick, out, suites, write, report_only):
     """Benchmarks: label efficiency, multi-expert baselines, scribbles vs dense, speed.
 
     \b
@@ -289,11 +290,14 @@ def bench(quick, out, suites, write):
       expertseg bench --quick
       expertseg bench --write BENCHMARKS.md        # full mode, about an hour on 2 CPU cores
       expertseg bench --suite targets --write BENCHMARKS.md   # adds the stage-2 targets (longer pretraining)
+      expertseg bench --report-only --write BENCHMARKS.md     # rewrite the report from bench_out/results.json
     """
     from pipelines.bench.runner import SUITES, run_bench
 
     command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + (f" --write {write}" if write else "")
-    run_bench(out=out, mode="quick" if quick else "full", suites=tuple(suites) or SUITES, write=write, command=command)
+    if report_only and suites:
+        raise click.UsageError("--report-only runs no suite; drop --suite")
+    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or SUITES, write=write, command=command)
 
 
 def main(argv=None):

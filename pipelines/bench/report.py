@@ -115,6 +115,15 @@ def _targets(tg: dict) -> list[str]:
     return lines
 
 
+def _shown(path: str) -> str:
+    """A config path as a reader of the repository types it (``configs/bench.yaml``), else as given."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
     """Write BENCHMARKS.md; figures are copied next to it into ``benchmarks/``."""
     path = Path(path)
@@ -136,7 +145,7 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
         "",
         f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores ({m.get('threads')} torch threads), {m.get('memory_gb')} GB, "
         f"{m.get('gpu') or 'no GPU'}; Python {m.get('python')}, torch {m.get('torch')}.",
-        f"Config: `{Path(ctx.config).relative_to(path.parent) if ctx.config else 'embedded defaults'}`" + (f" with {', '.join(f'`{o}`' for o in ctx.overrides)}" if ctx.overrides else "") + ".",
+        f"Config: `{_shown(ctx.config) if ctx.config else 'embedded defaults'}`" + (f" with {', '.join(f'`{o}`' for o in ctx.overrides)}" if ctx.overrides else "") + ".",
         "",
     ]
     tg = ctx.results.get("targets")

@@ -109,7 +109,8 @@ def machine() -> dict:
 
 
 def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "") -> dict:
-    """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``."""
+    """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``.
+    With no suites, nothing runs: the plots and the Markdown are written from ``results.json``."""
     from pipelines.bench import efficiency, modelling, report, scribbles, speed, targets
 
     if mode not in MODES:
@@ -120,6 +121,14 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"])
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.load_earlier()
+    if not suites:
+        if not ctx.results:
+            raise click.UsageError(f"{ctx.out / 'results.json'}: no {mode}-mode results to report; run the bench first")
+        figures = report.plots(ctx)
+        if write:
+            report.markdown(ctx, Path(write), figures=figures, command=ctx.commands[-1] if ctx.commands else command)
+        click.echo(f"bench ({mode}): report written from {ctx.out / 'results.json'}")
+        return json.loads((ctx.out / "results.json").read_text())
     t_all = time.perf_counter()
     if data is None and (ctx.out / "data" / "dataset.json").is_file() and ctx.runs:
         data = str(ctx.out / "data")  # the same generated data as the earlier suites

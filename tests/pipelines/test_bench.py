@@ -56,3 +56,30 @@ def test_every_suite_runs_and_writes_markdown(tiny_mode, tmp_path):
     assert json.loads((tmp_path / "b" / "results.json").read_text())["mode"] == "tiny"
     # pretrainings are shared between suites: 'cin' ran once for modelling and efficiency
     assert sorted(p.name for p in (tmp_path / "b" / "runs").iterdir() if p.name == "cin") == ["cin"]
+
+
+def test_report_only_rewrites_the_markdown_from_saved_results(tiny_mode, tmp_path, monkeypatch):
+    """A config file outside the repository and a relative --write path (how users call it); then the
+    report is written again from results.json without running anything."""
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("seed: 0\n")
+    monkeypatch.setitem(runner.MODES, "full", {**TINY, "config": str(config)})
+    monkeypatch.chdir(tmp_path)
+    runner.run_bench(out="b", mode="full", suites=("speed",), write="BENCHMARKS.md", command="expertseg bench --suite speed --write BENCHMARKS.md")
+    first = (tmp_path / "BENCHMARKS.md").read_text()
+    assert f"Config: `{config}`" in first and "## Speed and memory" in first
+    (tmp_path / "BENCHMARKS.md").unlink()
+    runs_before = sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) if (tmp_path / "b" / "runs").exists() else []
+
+    result = CliRunner().invoke(cli, ["bench", "--out", "b", "--report-only", "--write", "BENCHMARKS.md"])
+    assert result.exit_code == 0, result.output
+    again = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Speed and memory" in again and "`expertseg bench --suite speed --write BENCHMARKS.md`" in again
+    assert (sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) if (tmp_path / "b" / "runs").exists() else []) == runs_before
+
+    empty = CliRunner().invoke(cli, ["bench", "--out", "nothing-here", "--report-only"])
+    assert empty.exit_code == 2 and "run the bench first" in empty.output
