@@ -83,3 +83,17 @@ def test_report_only_rewrites_the_markdown_from_saved_results(tiny_mode, tmp_pat
 
     empty = CliRunner().invoke(cli, ["bench", "--out", "nothing-here", "--report-only"])
     assert empty.exit_code == 2 and "run the bench first" in empty.output
+
+
+def test_peak_memory_is_the_probe_s_own_even_under_a_large_parent():
+    """The probe runs in a fresh process; a parent that already holds much memory (as the bench does
+    after its pretrainings) must not hide the probe's growth (Linux keeps ru_maxrss across exec)."""
+    import torch
+
+    from pipelines.bench.speed import _peak
+
+    ballast = torch.ones(400 * 2**20 // 4)  # 400 MB held by this process while the probe runs
+    probe = {"threads": 1, "k": 3, "e": 2, "channels": [8, 16], "batch": 2, "patch": [32, 32, 32], "volume": [40, 40, 40], "sw": 2}
+    grew = _peak("train", probe)
+    assert float(ballast[0]) == 1.0
+    assert 5 < grew < 400, grew  # activations, gradients and Adam's moments of a small U-Net
