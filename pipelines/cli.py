@@ -14,6 +14,8 @@ import sys
 import click
 
 from experts.errors import ExpertsegError
+from pipelines.bench.runner import EXTRA_SUITES as BENCH_EXTRA_SUITES
+from pipelines.bench.runner import SUITES as BENCH_SUITES
 
 __all__ = ["main", "cli"]
 
@@ -278,7 +280,7 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @cli.command()
 @click.option("--quick", is_flag=True, help="Toy scale: every suite in a few minutes (numbers exercise the machinery, not claims).")
 @click.option("--out", default="bench_out", show_default=True, type=click.Path(file_okay=False), help="Working folder (runs, results.json, figures).")
-@click.option("--suite", "suites", multiple=True, type=click.Choice(["modelling", "efficiency", "scribbles", "speed", "targets"]), help="Run only these suites (repeatable; default all but targets, which takes another hour).")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(BENCH_SUITES + BENCH_EXTRA_SUITES), help="Run only these suites (repeatable; default all but targets, which takes another hour).")
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
 @click.option("--report-only", is_flag=True, help="Run nothing: write the plots (and --write) from the results already in --out.")
 @user_errors
@@ -292,12 +294,12 @@ def bench(quick, out, suites, write, report_only):
       expertseg bench --suite targets --write BENCHMARKS.md   # adds the stage-2 targets (longer pretraining)
       expertseg bench --report-only --write BENCHMARKS.md     # rewrite the report from bench_out/results.json
     """
-    from pipelines.bench.runner import SUITES, run_bench
+    from pipelines.bench.runner import run_bench
 
     command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + (f" --write {write}" if write else "")
     if report_only and suites:
         raise click.UsageError("--report-only runs no suite; drop --suite")
-    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or SUITES, write=write, command=command)
+    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command)
 
 
 def main(argv=None):

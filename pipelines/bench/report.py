@@ -95,10 +95,10 @@ def _targets(tg: dict) -> list[str]:
         return "-" if m is None or not oracle.get(c) else f"{m / oracle[c]:.1%}"
 
     lines = ["## Stage-2 targets: the new doctor", "", f"Command: `{tg.get('command', '')}`.", "",
-             f"`configs/demo.yaml` with {', '.join(f'`{o}`' for o in tg['overrides']) or 'no change'} for the pretrainings; expert `{tg['expert']}`,",
+             (f"`{tg['config']}` with {', '.join(f'`{o}`' for o in tg['overrides']) or 'no change'}" if tg.get("config") else "The bench's settings") + f" for the pretrainings; expert `{tg['expert']}`,",
              f"adapted from 3 dense and from 5 scribbled training cases ({len(runs['dense-3'])} seed(s): each draws the cases and seeds training).",
              "Nearest expert: the existing row that best matches the doctor's given cases, zero-shot. From scratch: the same",
-             f"network trained on the seed-0 cases ({', '.join(sc['cases'])}) only, for {sc['short']['steps']} steps (about the adaptation's time) and",
+             f"network trained on the seed-0 cases ({', '.join(sc['cases'])}) only, for {sc['short']['steps'] or 'the configured'} steps (about the adaptation's time) and",
              f"for {sc['long']['steps'] or 'as many'} steps (the pretraining's budget).", "",
              "| class | adapted, 3 dense | adapted, 5 scribbled | nearest expert (3 dense) | zero-shot mean row | scratch, short | scratch, long | oracle |",
              "|---|---|---|---|---|---|---|---|"]

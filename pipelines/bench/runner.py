@@ -111,7 +111,7 @@ def machine() -> dict:
 def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "") -> dict:
     """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``.
     With no suites, nothing runs: the plots and the Markdown are written from ``results.json``."""
-    from pipelines.bench import efficiency, modelling, report, scribbles, speed, targets
+    from pipelines.bench import report
 
     if mode not in MODES:
         raise click.UsageError(f"mode must be one of {', '.join(MODES)}")
@@ -121,14 +121,21 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"])
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.load_earlier()
-    if not suites:
-        if not ctx.results:
-            raise click.UsageError(f"{ctx.out / 'results.json'}: no {mode}-mode results to report; run the bench first")
-        figures = report.plots(ctx)
-        if write:
-            report.markdown(ctx, Path(write), figures=figures, command=ctx.commands[-1] if ctx.commands else command)
-        click.echo(f"bench ({mode}): report written from {ctx.out / 'results.json'}")
-        return json.loads((ctx.out / "results.json").read_text())
+    if suites:
+        _run_suites(ctx, suites, data=data, command=command)
+    elif not ctx.results:
+        raise click.UsageError(f"{ctx.out / 'results.json'}: no {mode}-mode results to report; run the bench first")
+    figures = report.plots(ctx)
+    if write:
+        report.markdown(ctx, Path(write), figures=figures, command=command)
+    click.echo(f"bench ({mode}): results in {ctx.out / 'results.json'}" + (f", report in {write}" if write else ""))
+    return json.loads((ctx.out / "results.json").read_text())
+
+
+def _run_suites(ctx: BenchContext, suites: tuple[str, ...], *, data: str | None, command: str) -> None:
+    from pipelines.bench import efficiency, modelling, scribbles, speed, targets
+
+    settings = ctx.settings
     t_all = time.perf_counter()
     if data is None and (ctx.out / "data" / "dataset.json").is_file() and ctx.runs:
         data = str(ctx.out / "data")  # the same generated data as the earlier suites
@@ -150,8 +157,4 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     ctx.seconds[f"total ({'+'.join(suites)})"] = round(time.perf_counter() - t_all, 1)
     ctx.commands.append(command)
     ctx.save()
-    figures = report.plots(ctx)
-    if write:
-        report.markdown(ctx, Path(write), figures=figures, command=command)
-    click.echo(f"bench ({mode}) finished in {time.perf_counter() - t_all:.0f} s; results: {ctx.out / 'results.json'}")
-    return json.loads((ctx.out / "results.json").read_text())
+    click.echo(f"bench ({ctx.mode}) suites finished in {time.perf_counter() - t_all:.0f} s", err=True)
