@@ -25,7 +25,7 @@ import yaml
 
 from experts.data.plan import Plan
 from experts.errors import ModelFileError
-from experts.networks import NETWORKS, create_network
+from experts.networks import NETWORKS, ConditionedNetwork, create_network
 from experts.training.checkpoint import load_checked, save_checked
 
 __all__ = ["ModelBundle", "save_bundle", "load_bundle", "FORMAT"]
@@ -48,7 +48,7 @@ class ModelBundle:
         lineage: e.g. ``{"base_model_id": ..., "adapted": [...]}`` for adapted models.
     """
 
-    network: torch.nn.Module
+    network: ConditionedNetwork
     experts: list[str]
     plan: Plan
     arch: dict
@@ -63,7 +63,7 @@ class ModelBundle:
             raise ModelFileError(f"expert {expert!r} is not in this model; it knows {', '.join(self.experts)}") from None
 
 
-def build_network(arch: dict, *, plan: Plan, num_experts: int) -> torch.nn.Module:
+def build_network(arch: dict, *, plan: Plan, num_experts: int) -> ConditionedNetwork:
     return create_network(arch["name"], in_channels=plan.num_channels, num_classes=plan.num_classes, num_experts=num_experts, **arch.get("kwargs", {}))
 
 
@@ -72,8 +72,7 @@ def save_bundle(folder: str | Path, bundle: ModelBundle) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(bundle.network).cpu()
-    for layer in net.cin_layers():
-        layer.merge_blocks()
+    net.merge_row_blocks()
     digest = save_checked(folder / "weights.pt", net.state_dict())
     meta = {
         "format": FORMAT,
@@ -82,7 +81,7 @@ def save_bundle(folder: str | Path, bundle: ModelBundle) -> Path:
         "experts": list(bundle.experts),
         "in_channels": bundle.plan.num_channels,
         "num_classes": bundle.plan.num_classes,
-        "expert_heads": sorted(int(k) for k in getattr(net, "expert_heads", {}).keys()),
+        "expert_heads": net.expert_head_rows(),
         "model_id": digest,
         "lineage": bundle.lineage,
     }
@@ -121,7 +120,7 @@ def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> Mo
     experts = list(meta["experts"])
     net = build_network(arch, plan=plan, num_experts=len(experts))
     for idx in meta.get("expert_heads", []):
-        net.expert_heads[str(idx)] = copy.deepcopy(net.head)
+        net.add_expert_head(int(idx))
     state = load_checked(folder / "weights.pt")
     try:
         net.load_state_dict(state)

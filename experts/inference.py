@@ -30,7 +30,7 @@ def predict_experts(
     """Softmax probabilities of every requested expert.
 
     Args:
-        model: ``model(image [B,C,D,H,W], expert LongTensor[B]) -> logits [B,K,D,H,W]``.
+        model: ``model(image [B,C,D,H,W], expert LongTensor[B]) -> NetOutput`` (logits ``[B,K,D,H,W]``).
         image: ``[C, D, H, W]`` preprocessed image.
         rows: the experts' rows in the network's CIN tables.
         patch_size: window size ``[D, H, W]``.
@@ -53,7 +53,7 @@ def predict_experts(
 
     def predictor(window: torch.Tensor) -> torch.Tensor:
         n = window.shape[0]
-        logits = model(window.repeat_interleave(n_experts, dim=0), rows_t.repeat(n))
+        logits = model(window.repeat_interleave(n_experts, dim=0), rows_t.repeat(n)).logits
         probs = logits.float().softmax(dim=1)
         return probs.reshape(n, n_experts * probs.shape[1], *probs.shape[2:])
 

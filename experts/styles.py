@@ -7,20 +7,15 @@ vector per expert, and PCA (scikit-learn) places similar styles near each other 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 __all__ = ["style_vectors", "style_map"]
 
 
-def style_vectors(network: torch.nn.Module) -> np.ndarray:
+def style_vectors(network) -> np.ndarray:
     """``[E, D]``: every CIN layer's gamma and beta rows of each expert, concatenated."""
-    from experts.networks import ConditionalInstanceNorm
-
     parts = []
-    for m in network.modules():
-        if isinstance(m, ConditionalInstanceNorm):
-            gamma, beta = m.table()
-            parts += [gamma.detach().cpu().numpy(), beta.detach().cpu().numpy()]
+    for gamma, beta in network.row_tables().values():
+        parts += [gamma.cpu().numpy(), beta.cpu().numpy()]
     if not parts:
         raise ValueError("the network has no conditional norm layer: nothing to map")
     return np.concatenate(parts, axis=1)

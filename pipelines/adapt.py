@@ -84,18 +84,19 @@ def adapt_rows(
     import torch
     from torch.utils.data import DataLoader
 
-    from experts.adaptation import add_expert, select_trainable
+    from experts.adaptation import select_trainable
     from experts.data.datasets import PatchDataset
     from experts.data.transforms import training_augmentation
-    from experts.losses import create_loss
+    from experts.losses import TermContext, build_loss
+    from experts.records import collate_batch
+    from pipelines.config import loss_section
     from experts.training.checkpoint import rng_state, set_rng_state
     from experts.training.loop import Callbacks, fit
     from experts.training.sampling import ExpertBalancedSampler, SampleItem
     from experts.training.validation import Target, expert_dice
 
-    cfg_loss = base.config.get("loss", {})
     net = copy.deepcopy(base.network).to(device)
-    row, row_params = add_expert(net, rows_init)
+    row, row_params = net.add_expert(rows_init)
     row_params, shared, forks = select_trainable(net, acfg.trainable, new_row=row, row_params=row_params)
     optimizers = [torch.optim.Adam(row_params, lr=acfg.lr)]
     if shared:
@@ -104,7 +105,8 @@ def adapt_rows(
     sampler = ExpertBalancedSampler(items, batch_size=acfg.batch_size, seed=seed)
     aug = base.config.get("augment", {})
     dataset = PatchDataset(cache, items, training_augmentation(plan, flip=aug.get("flip", True), rotate90=aug.get("rotate90", False), intensity=aug.get("intensity", True)))
-    loss_fn = create_loss(cfg_loss.get("name", "partial_dice_ce"), ignore_label=plan.num_classes, ce_weight=cfg_loss.get("ce_weight", 1.0), dice_weight=cfg_loss.get("dice_weight", 1.0), batch_dice=cfg_loss.get("batch_dice", False))
+    terms = loss_section(base.config.get("loss")).terms  # the pretraining's loss, in either config form
+    loss_fn = build_loss(terms, TermContext(ignore_label=plan.num_classes, num_classes=plan.num_classes, spacing=tuple(plan.spacing)), network_features=net.returned_features).to(device)
     history: list[tuple[int, float]] = []
     best = {"score": -1.0, "step": steps, "state": None}
     trainable = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
@@ -122,20 +124,21 @@ def adapt_rows(
         return scores
 
     def on_checkpoint(step):
-        checkpoints.save(step, {"net": net.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "step": step, "history": [list(h) for h in history], "best": best, "rng": rng_state()})
+        checkpoints.save(step, {"net": net.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "step": step, "history": [list(h) for h in history], "best": best, "rng": rng_state()})
 
     start = 0
     if resume and checkpoints is not None:
         state, _ = checkpoints.latest_valid()
         if state is not None:
             net.load_state_dict(state["net"])
+            loss_fn.load_state_dict(state.get("loss", {}))
             for opt, st in zip(optimizers, state["optimizers"]):
                 opt.load_state_dict(st)
             history[:] = [tuple(h) for h in state["history"]]
             best.update(state["best"])
             set_rng_state(state["rng"])
             start = int(state["step"])
-    loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start, steps)), num_workers=0)
+    loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start, steps)), collate_fn=collate_batch, num_workers=0)
     fit(
         model=net,
         loss_fn=loss_fn,
@@ -192,17 +195,16 @@ def doctor_labels(manifest, expert: str, cases: list[str], *, scribbles: bool, c
 def _score_adapted_and_initial(base, net, row: int, rows_init, *, forks, manifest, expert: str, device) -> tuple[dict | None, dict | None]:
     """Test Dice of the adapted row and of the initial (zero-shot) row: one pass over the test cases,
     unless the shared weights were retrained (a fork), when the initial row runs on the pretrained weights."""
-    from experts.adaptation import add_expert
     from pipelines.pretrain import score_on_test
 
     if forks:
         before_net = copy.deepcopy(base.network)
-        before_row, _ = add_expert(before_net, rows_init)
+        before_row, _ = before_net.add_expert(rows_init)
         test = score_on_test(net, manifest, base.plan, {expert: row}, device=device).get(expert)
         zero = score_on_test(before_net, manifest, base.plan, {expert: before_row}, device=device).get(expert)
         return test, zero
     scoring = copy.deepcopy(net)
-    init_row, _ = add_expert(scoring, rows_init)
+    init_row, _ = scoring.add_expert(rows_init)
     scored = score_on_test(scoring, manifest, base.plan, {expert: row}, device=device, extra={"before": (expert, init_row)})
     return scored.get(expert), scored.get("before")
 

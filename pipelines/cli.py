@@ -303,7 +303,15 @@ def bench(quick, out, suites, write, report_only):
 
 
 def main(argv=None):
-    """Console entry point."""
+    """Console entry point: plugins first (``EXPERTSEG_PLUGINS``), then the command."""
+    from experts.plugins import load_plugins
+
+    try:
+        load_plugins()
+    except ExpertsegError as err:
+        for line in err.problems:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(EXIT_USAGE)
     cli.main(args=argv, prog_name="expertseg")
 
 

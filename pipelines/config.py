@@ -10,19 +10,16 @@ configs are data.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
 from experts.errors import ConfigError
-
-_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+from experts.params import build_dataclass, check_params
 
 __all__ = [
     "Config",
@@ -51,6 +48,7 @@ class NetworkConfig:
     name: str = "cin_unet"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     cin: Literal["all", "encoder", "decoder"] = "all"
+    features: list[str] = field(default_factory=lambda: ["decoder.0"])  #: internal features the network returns (for loss terms)
 
 
 @dataclass
@@ -70,11 +68,21 @@ class AugmentConfig:
 
 
 @dataclass
-class LossConfig:
+class LossTermConfig:
+    """One term of the loss: a registered term, its weight and parameters, and when it starts."""
+
     name: str = "partial_dice_ce"
-    ce_weight: float = 1.0
-    dice_weight: float = 1.0
-    batch_dice: bool = False
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)  #: checked by the term itself
+    start_step: int = 0  #: weight 0 before this step
+    ramp_steps: int = 0  #: linear ramp to ``weight`` over this many steps
+
+
+@dataclass
+class LossConfig:
+    """The loss as a list of terms (default: partial Dice + CE alone)."""
+
+    terms: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig()])
 
 
 @dataclass
@@ -177,11 +185,44 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config is a mapping of sections (data:, train:, ...), found {type(raw).__name__}")
     raw = apply_overrides(raw, overrides)
+    raw = _upgrade_legacy_keys(raw, where=where, warn=True)
     problems: list[str] = []
-    cfg = _build(Config, raw, prefix="", where=where, problems=problems)
+    cfg = build_dataclass(Config, raw, prefix="", where=where, problems=problems)
     if problems:
         raise ConfigError(problems)
     _check_values(cfg, where)
+    return cfg
+
+
+#: keys of the loss section before ``loss.terms``; they configure the ``partial_dice_ce`` term
+LEGACY_LOSS_KEYS = ("name", "ce_weight", "dice_weight", "batch_dice")
+
+
+def _upgrade_legacy_keys(raw: dict, *, where: str, warn: bool) -> dict:
+    """Rewrite deprecated keys into their current form (documented in configs/default.yaml).
+
+    ``loss: {name, ce_weight, dice_weight, batch_dice}`` becomes
+    ``loss: {terms: [{name, params: {ce_weight, dice_weight, batch_dice}}]}``.
+    """
+    loss = raw.get("loss")
+    if not isinstance(loss, dict) or not any(k in loss for k in LEGACY_LOSS_KEYS):
+        return raw
+    if "terms" in loss:
+        raise ConfigError(f"{where}: 'loss' mixes 'terms' with the old keys {', '.join(k for k in LEGACY_LOSS_KEYS if k in loss)}; move them into a term's params")
+    if warn:
+        warnings.warn(f"{where}: loss.{{{', '.join(k for k in LEGACY_LOSS_KEYS if k in loss)}}} are deprecated; write loss.terms: [{{name: partial_dice_ce, params: {{...}}}}]", DeprecationWarning, stacklevel=3)
+    rest = {k: v for k, v in loss.items() if k not in LEGACY_LOSS_KEYS}
+    term = {"name": loss.get("name", "partial_dice_ce"), "params": {k: loss[k] for k in LEGACY_LOSS_KEYS[1:] if k in loss}}
+    return {**raw, "loss": {**rest, "terms": [term]}}
+
+
+def loss_section(raw: dict | None, *, where: str = "model config") -> LossConfig:
+    """A saved run's ``loss`` section (either form) as a checked :class:`LossConfig`."""
+    upgraded = _upgrade_legacy_keys({"loss": dict(raw or {})}, where=where, warn=False)["loss"]
+    problems: list[str] = []
+    cfg = build_dataclass(LossConfig, upgraded, prefix="loss.", where=where, problems=problems)
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 
@@ -221,98 +262,6 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[key] = v
     return out
-
-
-def _build(cls, raw, *, prefix: str, where: str, problems: list[str]):
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, found {raw!r}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            close = [n for n in names if n.startswith(str(key)[:3])]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}: unknown key '{prefix}{key}'{hint}; known keys: {', '.join(sorted(names))}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        value, hint = raw[f.name], hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[f.name] = _build(hint, value, prefix=f"{prefix}{f.name}.", where=where, problems=problems)
-            continue
-        ok, converted = _coerce(value, hint)
-        if not ok:
-            problems.append(f"{where}: '{prefix}{f.name}' must be {_describe(hint)}, got {value!r}")
-            continue
-        kwargs[f.name] = converted
-    return cls(**kwargs)
-
-
-def _coerce(value, hint):
-    """Return (ok, value) with ints accepted for floats; bools never pass as numbers."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            ok, v = _coerce(value, arg)
-            if ok:
-                return True, v
-        return False, None
-    if hint is type(None):
-        return value is None, None
-    if origin is Literal:
-        return value in args, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return ok, float(value) if ok else None
-    if hint is str:
-        return isinstance(value, str), value
-    if origin is list:
-        if not isinstance(value, list):
-            return False, None
-        out = []
-        for item in value:
-            ok, v = _coerce(item, args[0])
-            if not ok:
-                return False, None
-            out.append(v)
-        return True, out
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False, None
-        out = {}
-        for k, item in value.items():
-            ok_k, kk = _coerce(k, args[0])
-            ok_v, vv = _coerce(item, args[1])
-            if not (ok_k and ok_v):
-                return False, None
-            out[kk] = vv
-        return True, out
-    return False, None
-
-
-def _describe(hint) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if hint is type(None):
-        return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0])}"
-    if origin is dict:
-        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(hint, str(hint))
 
 
 def _check_values(cfg: Config, where: str) -> None:
@@ -356,8 +305,32 @@ def _check_values(cfg: Config, where: str) -> None:
             problems.append(f"{where}: 'sampling.kind_weights' keys are 'dense' and 'partial', got {kind!r}")
     if any(w < 0 for w in list(cfg.sampling.kind_weights.values()) + list(cfg.sampling.expert_weights.values())):
         problems.append(f"{where}: sampling weights must be >= 0")
+    problems += _check_loss_terms(cfg.loss, where)
     if problems:
         raise ConfigError(problems)
+
+
+def _check_loss_terms(loss: LossConfig, where: str) -> list[str]:
+    """Each term by its own registry entry: a known name and parameters its ``Params`` accepts."""
+    from experts.losses import LOSS_TERMS
+
+    problems = []
+    names = [t.name for t in loss.terms]
+    if not names:
+        problems.append(f"{where}: 'loss.terms' is empty; give at least one term, e.g. [{{name: partial_dice_ce}}]")
+    if len(set(names)) != len(names):
+        problems.append(f"{where}: 'loss.terms' names a term twice ({', '.join(names)})")
+    for i, t in enumerate(loss.terms):
+        if t.name not in LOSS_TERMS:
+            problems.append(f"{where}: 'loss.terms[{i}].name' is {t.name!r}; known loss terms: {', '.join(LOSS_TERMS.names())}")
+            continue
+        if t.weight < 0 or t.start_step < 0 or t.ramp_steps < 0:
+            problems.append(f"{where}: 'loss.terms[{i}]' weight, start_step and ramp_steps must be >= 0")
+        try:
+            check_params(LOSS_TERMS.get(t.name).Params, t.params, owner=f"{where}: loss term {t.name!r} (loss.terms[{i}].params)")
+        except ConfigError as err:
+            problems += err.problems
+    return problems
 
 
 def _deepcopy(d):

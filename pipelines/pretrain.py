@@ -19,7 +19,7 @@ import yaml
 
 from experts.bundle import ModelBundle, save_bundle
 
-from experts.errors import DatasetError
+from experts.errors import ConfigError, DatasetError
 from pipelines.common import prepare_out, seed_everything, select_device, select_experts
 from pipelines.config import Config, config_to_dict, flatten, load_config
 from pipelines.tracking import Tracker
@@ -70,7 +70,7 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
     else:
         train_cases, val_cases = case_split([(lf.case, lf.expert) for lf in labels], n_folds=cfg.data.n_folds, fold=cfg.data.fold)
     items = [SampleItem(lf.case, lf.expert, lf.kind, rows[lf.expert]) for lf in labels if lf.case in set(train_cases)]
-    arch = {"name": cfg.network.name, "kwargs": {"channels": list(cfg.network.channels), "cin": cfg.network.cin}}
+    arch = {"name": cfg.network.name, "kwargs": {"channels": list(cfg.network.channels), "cin": cfg.network.cin, "features": list(cfg.network.features)}}
     torch.manual_seed(cfg.seed)
     network = create_network(
         cfg.network.name,
@@ -87,7 +87,10 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
         max_patch_size=cfg.data.max_patch_size,
         normalization=cfg.data.normalization,
     )
-    network.check_input_size(plan.patch_size)
+    try:
+        network.check_input_size(plan.patch_size)
+    except ValueError as err:
+        raise ConfigError(f"data.patch_size: {err}") from None
     return PretrainSetup(cfg, manifest, experts, rows, plan, network, train_cases, val_cases, items, arch)
 
 
@@ -123,7 +126,8 @@ def pretrain(
 
     from experts.data.datasets import PatchDataset, VolumeCache
     from experts.data.transforms import training_augmentation
-    from experts.losses import create_loss
+    from experts.losses import TermContext, build_loss
+    from experts.records import collate_batch
     from experts.training.checkpoint import CheckpointDir, rng_state, set_rng_state
     from experts.training.loop import Callbacks, fit
     from experts.training.sampling import ExpertBalancedSampler
@@ -165,7 +169,7 @@ def pretrain(
         dataset = PatchDataset(train_cache, s.items, augmentation)
 
         # --- optimisation ----------------------------------------------------------------------
-        loss_fn = create_loss(cfg.loss.name, ignore_label=s.plan.num_classes, ce_weight=cfg.loss.ce_weight, dice_weight=cfg.loss.dice_weight, batch_dice=cfg.loss.batch_dice)
+        loss_fn = build_loss(cfg.loss.terms, TermContext(ignore_label=s.plan.num_classes, num_classes=s.plan.num_classes, spacing=tuple(s.plan.spacing)), network_features=net.returned_features).to(device)
         groups = param_groups(net, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, style_lr_scale=cfg.train.style_lr_scale)
         optimizer = make_optimizer(groups, name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
         schedule = make_schedule(optimizer, name=cfg.train.schedule, steps=cfg.train.steps, warmup_steps=cfg.train.warmup_steps)
@@ -178,6 +182,7 @@ def pretrain(
             run_id = json.loads((out / "run.json").read_text()).get("mlflow_run_id")
             if state is not None:
                 net.load_state_dict(state["model"])
+                loss_fn.load_state_dict(state.get("loss", {}))
                 optimizer.load_state_dict(state["optimizer"])
                 schedule.load_state_dict(state["schedule"])
                 set_rng_state(state["rng"])
@@ -217,10 +222,10 @@ def pretrain(
                 return scores
 
             def checkpoint(step):
-                checkpoints.save(step, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "rng": rng_state(), "experts": s.experts})
+                checkpoints.save(step, {"model": net.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "rng": rng_state(), "experts": s.experts})
 
             main = ctx.is_main
-            loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start_step, cfg.train.steps, rank=ctx.rank, world_size=ctx.world_size)), num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
+            loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start_step, cfg.train.steps, rank=ctx.rank, world_size=ctx.world_size)), collate_fn=collate_batch, num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
             fit(
                 model=model,
                 loss_fn=loss_fn,

@@ -17,6 +17,7 @@ parameters are written as a config file usable with ``--config``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -44,8 +45,17 @@ def _pretrain_space(trial, cfg) -> dict:
         "train.lr": trial.suggest_float("train.lr", 3e-4, 1e-2, log=True),
         "train.steps": max(1, int(cfg.train.steps * trial.suggest_categorical("steps_scale", STEP_SCALES))),
         "data.patch_size": [patch, patch, patch],
-        "loss.dice_weight": trial.suggest_categorical("loss.dice_weight", [0.5, 1.0, 2.0]),
+        "loss.terms": _with_dice_weight(cfg, trial.suggest_categorical("loss.dice_weight", [0.5, 1.0, 2.0])),
     }
+
+
+def _with_dice_weight(cfg, weight: float) -> list[dict]:
+    """The config's loss terms with the partial Dice + CE term's ``dice_weight`` set."""
+    terms = [dataclasses.asdict(t) for t in cfg.loss.terms]
+    for t in terms:
+        if t["name"] == "partial_dice_ce":
+            t["params"] = {**t["params"], "dice_weight": weight}
+    return terms
 
 
 def _adapt_space(trial, cfg) -> dict:

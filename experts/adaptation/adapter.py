@@ -13,10 +13,9 @@ import copy
 import json
 from pathlib import Path
 
-import torch
 
-from experts.adaptation.rows import add_expert, cin_layer_names
 from experts.bundle import ModelBundle
+from experts.networks import ROW_ROLES, ConditionedNetwork
 from experts.errors import ModelFileError
 from experts.training.checkpoint import load_checked, save_checked
 
@@ -30,7 +29,7 @@ def is_adapter(folder: str | Path) -> bool:
     return (Path(folder) / "adapter.json").is_file()
 
 
-def save_adapter(folder: str | Path, *, net: torch.nn.Module, expert: str, row: int, base_model_id: str, base_ref: str, init: str, trainable: str, forks: bool, extra: dict | None = None) -> Path:
+def save_adapter(folder: str | Path, *, net: ConditionedNetwork, expert: str, row: int, base_model_id: str, base_ref: str, init: str, trainable: str, forks: bool, extra: dict | None = None) -> Path:
     """Write the new expert's rows (and head or forked weights) of an adapted network.
 
     Args:
@@ -45,18 +44,12 @@ def save_adapter(folder: str | Path, *, net: torch.nn.Module, expert: str, row: 
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    modules = dict(net.named_modules())
-    rows = {}
-    for name in cin_layer_names(net):
-        gamma, beta = modules[name].table()
-        rows[name] = {"gamma": gamma[row : row + 1].detach().cpu().clone(), "beta": beta[row : row + 1].detach().cpu().clone()}
-    head = {}
-    if str(row) in net.expert_heads:
-        head = {k: v.detach().cpu().clone() for k, v in net.expert_heads[str(row)].state_dict().items()}
+    rows = {name: {"gamma": g.cpu(), "beta": b.cpu()} for name, (g, b) in net.expert_rows(row).items()}
+    head = net.expert_head_state(row)
     shared = {}
-    if forks:  # every weight but the expert rows beyond the pretrained block, which travel in ``rows``
-        added = {f"{n}.{t}.{i}" for n in cin_layer_names(net) for t in ("gamma", "beta") for i in range(1, len(modules[n].gamma))}
-        shared = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("expert_heads.") and k not in added}
+    if forks:  # every shared weight; the experts' rows travel in ``rows``, the pretrained ones in the base
+        names = {n for role, group in net.parameter_groups().items() if role not in ROW_ROLES for n in group}
+        shared = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if k in names}
     save_checked(folder / "adapter.pt", {"rows": rows, "head": head, "shared": shared})
     meta = {
         "format": FORMAT,
@@ -107,17 +100,15 @@ def apply_adapter(bundle: ModelBundle, folder: str | Path) -> ModelBundle:
         raise ModelFileError(f"{folder}: adapters that retrain shared weights (trainable 'decoder'/'all') cannot be stacked with other adapters")
     payload = load_checked(folder / "adapter.pt")
     net = copy.deepcopy(bundle.network)
-    names = cin_layer_names(net)
-    if set(payload["rows"]) != set(names):
+    names = set(net.cin_layers())
+    if set(payload["rows"]) != names:
         raise ModelFileError(f"{folder}: adapter rows do not match this network's layers; it was made for another architecture")
     try:
         if meta["forks"]:
             net.load_state_dict({**net.state_dict(), **payload["shared"]})
-        row, _ = add_expert(net, {n: (payload["rows"][n]["gamma"], payload["rows"][n]["beta"]) for n in names})
+        row, _ = net.add_expert({n: (payload["rows"][n]["gamma"], payload["rows"][n]["beta"]) for n in names})
         if payload["head"]:
-            head = copy.deepcopy(net.head)
-            head.load_state_dict(payload["head"])
-            net.expert_heads[str(row)] = head
+            net.add_expert_head(row, payload["head"])
     except (RuntimeError, ValueError) as err:
         raise ModelFileError(f"{folder}: adapter tensors do not fit this model ({str(err).splitlines()[0][:160]})") from None
     for p in net.parameters():

@@ -10,20 +10,12 @@ Strategies (config ``adapt.init``), registered by name:
 
 from __future__ import annotations
 
-import torch
-
+from experts.networks import ConditionedNetwork
 from experts.registry import Registry
 
-__all__ = ["INIT_STRATEGIES", "initial_rows", "add_expert", "cin_layer_names"]
+__all__ = ["INIT_STRATEGIES", "initial_rows"]
 
 INIT_STRATEGIES: Registry = Registry("adaptation init strategy")
-
-
-def cin_layer_names(net: torch.nn.Module) -> list[str]:
-    """Names of the CIN layers, in module order (the keys of an adapter's rows)."""
-    from experts.networks import ConditionalInstanceNorm
-
-    return [n for n, m in net.named_modules() if isinstance(m, ConditionalInstanceNorm)]
 
 
 @INIT_STRATEGIES.register("mean")
@@ -47,7 +39,7 @@ def _nearest(tables: dict, *, experts: list[str], scores=None, name=None) -> tup
     return _named(tables, experts=experts, name=best)
 
 
-def initial_rows(net: torch.nn.Module, strategy: str, *, experts: list[str], scores: dict[str, float] | None = None) -> tuple[dict, str]:
+def initial_rows(net: ConditionedNetwork, strategy: str, *, experts: list[str], scores: dict[str, float] | None = None) -> tuple[dict, str]:
     """Rows ``{layer: (gamma [1, C], beta [1, C])}`` for a new expert, and what they came from.
 
     Args:
@@ -59,19 +51,4 @@ def initial_rows(net: torch.nn.Module, strategy: str, *, experts: list[str], sco
     name = None
     if strategy.startswith("expert:"):
         strategy, name = "expert", strategy.split(":", 1)[1]
-    tables = {n: tuple(t.detach().clone() for t in m.table()) for n, m in net.named_modules() if n in set(cin_layer_names(net))}
-    return INIT_STRATEGIES.get(strategy)(tables, experts=experts, scores=scores, name=name)
-
-
-def add_expert(net: torch.nn.Module, rows: dict) -> tuple[int, list[torch.nn.Parameter]]:
-    """Append one row block to every CIN layer; return the new row index and the new parameters."""
-    modules = dict(net.named_modules())
-    names = cin_layer_names(net)
-    if set(rows) != set(names):
-        raise ValueError("the rows do not match this network's CIN layers (another architecture?)")
-    index = modules[names[0]].num_experts
-    params: list[torch.nn.Parameter] = []
-    for n in names:
-        g, b = modules[n].add_experts(*rows[n])
-        params += [g, b]
-    return index, params
+    return INIT_STRATEGIES.get(strategy)(net.row_tables(), experts=experts, scores=scores, name=name)

@@ -4,7 +4,7 @@
 - ``rows+head``: the new rows and a private copy of the output head for the new expert; the
   pretrained experts are still untouched.
 - ``decoder``: the new rows, and the shared decoder and head.
-- ``all``: the new rows and every shared weight.
+- ``all``: the new rows and every shared weight (the other experts' rows stay as they are).
 
 The last two change weights that every expert uses, so the adapted model is a fork made for the new
 expert: its adapter carries those weights and cannot be stacked with other adapters.
@@ -12,17 +12,17 @@ expert: its adapter carries those weights and cannot be stacked with other adapt
 
 from __future__ import annotations
 
-import copy
-
 import torch
+
+from experts.networks import ConditionedNetwork
 
 __all__ = ["TRAINABLE_SETS", "select_trainable"]
 
 TRAINABLE_SETS = ("rows", "rows+head", "decoder", "all")
 
 
-def select_trainable(net: torch.nn.Module, which: str, *, new_row: int, row_params: list[torch.nn.Parameter]) -> tuple[list, list, bool]:
-    """Freeze everything, then unfreeze the chosen set.
+def select_trainable(net: ConditionedNetwork, which: str, *, new_row: int, row_params: list[torch.nn.Parameter]) -> tuple[list, list, bool]:
+    """Freeze everything, then unfreeze the chosen set (asked of the network's parameter groups).
 
     Args:
         net: the network with the new rows already added.
@@ -41,15 +41,12 @@ def select_trainable(net: torch.nn.Module, which: str, *, new_row: int, row_para
         p.requires_grad_(True)
     shared: list[torch.nn.Parameter] = []
     if which == "rows+head":
-        head = copy.deepcopy(net.head)
-        net.expert_heads[str(new_row)] = head
-        shared = list(head.parameters())
+        shared = net.add_expert_head(new_row)
     elif which == "decoder":
-        shared = [*net.upsample.parameters(), *net.decoder.parameters(), *net.head.parameters()]
+        groups = net.parameter_groups()
+        shared = [*groups["shared_decoder"].values(), *groups["head"].values()]
     elif which == "all":
-        ids = {id(p) for p in row_params}
-        shared = [p for p in net.parameters() if id(p) not in ids]
-    shared = [p for p in shared if not any(p is q for q in row_params)]
+        shared = net.shared_parameters()
     for p in shared:
         p.requires_grad_(True)
     return row_params, shared, which in ("decoder", "all")

@@ -31,6 +31,7 @@ class VolumeCache:
     """
 
     def __init__(self, plan: Plan, *, images: dict, labels: dict, pad: bool = True, cache: bool = True, num_workers: int = 0, progress: bool = False):
+        self.spacing = tuple(float(s) for s in plan.spacing)
         self.case_index = {c: i for i, c in enumerate(sorted(images))}
         self.label_index = {k: i for i, k in enumerate(sorted(labels))}
         image_items = [{"image": [str(p) for p in images[c]]} for c in sorted(images)]
@@ -60,7 +61,8 @@ class VolumeCache:
 class PatchDataset(torch.utils.data.Dataset):
     """Training patches addressed by ``(item_index, seed)``.
 
-    Returns ``{"image": [C, *patch], "label": [1, *patch], "expert": LongTensor[]}``.
+    Returns ``{"image": [C, *patch], "label": [1, *patch], "expert": LongTensor[], "spacing": [3]}``
+    (the plan's spacing in mm); :func:`~experts.records.collate_batch` stacks them into a batch.
     """
 
     def __init__(self, cache: VolumeCache, items: list[SampleItem], augmentation):
@@ -80,4 +82,9 @@ class PatchDataset(torch.utils.data.Dataset):
         out = self.augmentation(data)
         if isinstance(out, list):
             out = out[0]
-        return {"image": torch.as_tensor(out["image"]).float(), "label": torch.as_tensor(out["label"]).long(), "expert": torch.tensor(item.row, dtype=torch.long)}
+        return {
+            "image": torch.as_tensor(out["image"]).float(),
+            "label": torch.as_tensor(out["label"]).long(),
+            "expert": torch.tensor(item.row, dtype=torch.long),
+            "spacing": torch.tensor(self.cache.spacing, dtype=torch.float32),
+        }

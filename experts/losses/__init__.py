@@ -1,18 +1,24 @@
-"""Training losses, registered by name (config key ``loss.name``).
+"""Training losses as registered terms (config ``loss.terms``); see :mod:`experts.losses.terms`.
 
-Every loss takes ``(logits [B,K,D,H,W], target [B,1,D,H,W])`` and returns a dict whose ``loss``
-entry is backpropagated and whose other entries are logged as loss parts.
+Every term takes ``(outputs: NetOutput, batch: Batch)`` and returns a dict whose ``loss`` entry is
+weighted into the total and whose other entries are logged. Registered here:
+
+- ``partial_dice_ce``: nnU-Net's Dice + CE on annotated voxels only (the default, alone).
 """
 
-from experts.losses.partial import PartialDiceCELoss, partial_cross_entropy, partial_soft_dice
-from experts.registry import Registry
+from experts.losses.partial import PartialDiceCE, PartialDiceCELoss, partial_cross_entropy, partial_soft_dice
+from experts.losses.terms import LOSS_TERMS, LossTerm, TermContext, TermSpec, TrainingLoss, build_loss, register_term
 
-__all__ = ["LOSSES", "create_loss", "PartialDiceCELoss", "partial_cross_entropy", "partial_soft_dice"]
-
-LOSSES: Registry = Registry("loss")
-LOSSES.register("partial_dice_ce")(PartialDiceCELoss)
-
-
-def create_loss(name: str, **kwargs):
-    """Build the loss registered as ``name`` (e.g. ``"partial_dice_ce"``)."""
-    return LOSSES.create(name, **kwargs)
+__all__ = [
+    "LOSS_TERMS",
+    "LossTerm",
+    "TermContext",
+    "TermSpec",
+    "TrainingLoss",
+    "build_loss",
+    "register_term",
+    "PartialDiceCE",
+    "PartialDiceCELoss",
+    "partial_cross_entropy",
+    "partial_soft_dice",
+]

@@ -17,11 +17,17 @@ freely in one batch: a dense label simply has ``m = 1`` everywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PartialDiceCELoss", "partial_cross_entropy", "partial_soft_dice"]
+from experts.errors import ConfigError
+from experts.losses.terms import LossTerm, register_term
+from experts.records import Batch, NetOutput
+
+__all__ = ["PartialDiceCE", "PartialDiceCELoss", "partial_cross_entropy", "partial_soft_dice"]
 
 
 def partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ignore_label: int | None) -> torch.Tensor:
@@ -102,7 +108,7 @@ class PartialDiceCELoss(nn.Module):
     def __init__(self, *, ignore_label: int | None, ce_weight: float = 1.0, dice_weight: float = 1.0, batch_dice: bool = False, smooth: float = 1e-5):
         super().__init__()
         if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
-            raise ValueError(f"loss weights must be >= 0 and not both 0, got ce={ce_weight}, dice={dice_weight}")
+            raise ConfigError(f"loss weights must be >= 0 and not both 0, got ce={ce_weight}, dice={dice_weight}")
         self.ignore_label = ignore_label
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight
@@ -121,6 +127,30 @@ class PartialDiceCELoss(nn.Module):
             "dice": dice.detach(),
             "annotated_fraction": torch.as_tensor(annotated).detach(),
         }
+
+
+@register_term("partial_dice_ce")
+class PartialDiceCE(LossTerm):
+    """The default term: :class:`PartialDiceCELoss` on ``outputs.logits`` and ``batch.label``.
+
+    Params: ``ce_weight`` (1.0), ``dice_weight`` (1.0), ``batch_dice`` (false), ``smooth`` (1e-5).
+    Parts: ``ce``, ``dice`` (the Dice term, in ``[-1, 0]``), ``annotated_fraction``.
+    """
+
+    @dataclass
+    class Params:
+        ce_weight: float = 1.0
+        dice_weight: float = 1.0
+        batch_dice: bool = False
+        smooth: float = 1e-5
+
+    def __init__(self, context, **params):
+        super().__init__(context, **params)
+        p = self.params
+        self.loss = PartialDiceCELoss(ignore_label=context.ignore_label, ce_weight=p.ce_weight, dice_weight=p.dice_weight, batch_dice=p.batch_dice, smooth=p.smooth)
+
+    def forward(self, outputs: NetOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.loss(outputs.logits.float(), batch.label)
 
 
 def _squeeze_channel(target: torch.Tensor, ndim: int) -> torch.Tensor:

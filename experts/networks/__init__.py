@@ -1,14 +1,27 @@
 """Expert-conditioned segmentation networks, registered by name (config key ``network.name``).
 
 Every registered network is built as ``create_network(name, in_channels=..., num_classes=...,
-num_experts=..., **options)`` and called as ``net(image [B,C,D,H,W], expert LongTensor[B])``.
+num_experts=..., **options)``, called as ``net(image [B,C,D,H,W], expert LongTensor[B]) ->
+NetOutput`` and implements the :class:`~experts.networks.protocol.ConditionedNetwork` protocol
+(parameter groups by role, expert rows, per-expert heads), which is all other code may use.
 """
 
 from experts.networks.cin import ConditionalInstanceNorm, SharedInstanceNorm
+from experts.networks.protocol import ROW_ROLES, SHARED_ROLES, ConditionedNetwork
 from experts.networks.unet import CIN_PLACEMENTS, CINUNet
 from experts.registry import Registry
 
-__all__ = ["NETWORKS", "create_network", "ConditionalInstanceNorm", "SharedInstanceNorm", "CINUNet", "CIN_PLACEMENTS"]
+__all__ = [
+    "NETWORKS",
+    "create_network",
+    "ConditionedNetwork",
+    "ConditionalInstanceNorm",
+    "SharedInstanceNorm",
+    "CINUNet",
+    "CIN_PLACEMENTS",
+    "SHARED_ROLES",
+    "ROW_ROLES",
+]
 
 NETWORKS: Registry = Registry("network")
 
@@ -25,6 +38,9 @@ def cin_resunet(**kwargs) -> CINUNet:
     return CINUNet(residual=True, **kwargs)
 
 
-def create_network(name: str, **kwargs) -> CINUNet:
+def create_network(name: str, **kwargs) -> ConditionedNetwork:
     """Build the network registered as ``name``."""
-    return NETWORKS.create(name, **kwargs)
+    net = NETWORKS.create(name, **kwargs)
+    if not isinstance(net, ConditionedNetwork):
+        raise TypeError(f"network {name!r} does not implement the ConditionedNetwork protocol")
+    return net

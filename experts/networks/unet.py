@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import copy
+
 import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
 from experts.networks.cin import ConditionalInstanceNorm, SharedInstanceNorm
+from experts.networks.protocol import ConditionedNetwork
+from experts.records import NetOutput
 
 __all__ = ["CINUNet", "CIN_PLACEMENTS"]
 
@@ -94,7 +98,7 @@ class Stage(nn.Module):
         return x
 
 
-class CINUNet(nn.Module):
+class CINUNet(ConditionedNetwork):
     """A 3D U-Net with expert-conditioned instance norm.
 
     Args:
@@ -105,9 +109,13 @@ class CINUNet(nn.Module):
         cin: where norms are conditional: ``"all"`` (default), ``"encoder"`` or ``"decoder"``; the
             others use instance norm with one shared affine.
         residual: residual units instead of plain conv pairs.
+        features: which internal features the output carries: ``"decoder.<l>"`` (the decoder's
+            output at level ``l``, 0 = full resolution, the last decoder stage) and
+            ``"encoder.<l>"`` (``encoder.<levels-1>`` is the bottleneck). Default ``("decoder.0",)``.
 
     Shapes:
-        ``forward(image [B, C, D, H, W], expert LongTensor[B]) -> logits [B, K, D, H, W]``.
+        ``forward(image [B, C, D, H, W], expert LongTensor[B]) -> NetOutput`` with
+        ``logits [B, K, D, H, W]`` and ``features["decoder.0"] [B, channels[0], D, H, W]``.
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class CINUNet(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128),
         cin: str = "all",
         residual: bool = False,
+        features: Sequence[str] = ("decoder.0",),
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -129,6 +138,10 @@ class CINUNet(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background and one class), got {num_classes}")
         self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
+        unknown = [f for f in features if f not in self.feature_names]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(map(repr, unknown))}; this network returns {', '.join(self.feature_names)}")
+        self.returned_features = tuple(dict.fromkeys(features))
         enc_cond, dec_cond = cin in ("all", "encoder"), cin in ("all", "decoder")
         kw = dict(num_experts=num_experts, residual=residual)
         self.encoder = nn.ModuleList(
@@ -138,7 +151,6 @@ class CINUNet(nn.Module):
         self.upsample = nn.ModuleList(_conv(c_hi, c_lo, stride=2, kernel=2, transposed=True) for c_hi, c_lo in zip(channels[:0:-1], channels[-2::-1]))
         self.decoder = nn.ModuleList(Stage(2 * c, c, conditional=dec_cond, stride=1, **kw) for c in channels[-2::-1])
         self.head = _conv(channels[0], num_classes, kernel=1)
-        self.expert_heads = nn.ModuleDict()
 
     @property
     def divisor(self) -> int:
@@ -146,12 +158,15 @@ class CINUNet(nn.Module):
         return 2 ** (len(self.channels) - 1)
 
     @property
-    def num_experts(self) -> int:
-        return next(iter(self.cin_layers())).num_experts if any(True for _ in self.cin_layers()) else 1
+    def feature_names(self) -> tuple[str, ...]:
+        levels = len(self.channels)
+        return tuple(f"decoder.{l}" for l in range(levels - 1)) + tuple(f"encoder.{l}" for l in range(levels))
 
-    def cin_layers(self):
-        """Every :class:`ConditionalInstanceNorm` in forward order."""
-        return (m for m in self.modules() if isinstance(m, ConditionalInstanceNorm))
+    def role_modules(self) -> dict[str, list[nn.Module]]:
+        return {"shared_encoder": [self.encoder], "shared_decoder": [self.upsample, self.decoder], "head": [self.head]}
+
+    def make_head(self) -> nn.Module:
+        return copy.deepcopy(self.head)
 
     def check_input_size(self, spatial: Sequence[int]) -> None:
         """Raise ``ValueError`` if a patch of this size cannot pass through the network."""
@@ -162,28 +177,21 @@ class CINUNet(nn.Module):
                 f"multiple of {self.divisor} with at least {2 * self.divisor} voxels (instance norm needs 2 voxels per axis at the bottom)"
             )
 
-    def features(self, image: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        """Last decoder features ``[B, channels[0], D, H, W]``."""
+    def forward(self, image: torch.Tensor, expert: torch.Tensor, *, prompts: torch.Tensor | None = None) -> NetOutput:
+        expert = self._conditioning(image, expert, prompts)
+        wanted = self.returned_features
+        features: dict[str, torch.Tensor] = {}
         skips = []
         x = image
-        for stage in self.encoder:
+        for level, stage in enumerate(self.encoder):
             x = stage(x, expert)
             skips.append(x)
-        for up, stage, skip in zip(self.upsample, self.decoder, reversed(skips[:-1])):
+            if f"encoder.{level}" in wanted:
+                features[f"encoder.{level}"] = x
+        levels = len(self.channels)
+        for i, (up, stage, skip) in enumerate(zip(self.upsample, self.decoder, reversed(skips[:-1]))):
             x = stage(torch.cat([up(x), skip], dim=1), expert)
-        return x
-
-    def forward(self, image: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 5:
-            raise ValueError(f"image must be [B, C, D, H, W], got shape {tuple(image.shape)}")
-        expert = torch.as_tensor(expert, device=image.device).long().reshape(-1)
-        if expert.shape[0] == 1 and image.shape[0] > 1:
-            expert = expert.expand(image.shape[0])
-        x = self.features(image, expert)
-        logits = self.head(x)
-        if len(self.expert_heads):
-            for key, head in self.expert_heads.items():
-                rows = expert == int(key)
-                if rows.any():
-                    logits = torch.where(rows.view(-1, 1, 1, 1, 1), head(x), logits)
-        return logits
+            if f"decoder.{levels - 2 - i}" in wanted:
+                features[f"decoder.{levels - 2 - i}"] = x
+        logits = self._heads(x, expert, self.head(x))
+        return NetOutput(logits=logits, features=features)

@@ -3,6 +3,10 @@
 No trainer class: :func:`fit` takes the pieces (network, loss, optimiser, schedule, an iterator of
 batches) and calls back for logging, validation and checkpoints. Pretraining and adaptation both use
 it; what differs between them is which parameters the optimiser owns.
+
+One step: a :class:`~experts.records.Batch` goes into the network, a
+:class:`~experts.records.NetOutput` comes out, and the loss (a
+:class:`~experts.losses.TrainingLoss` of terms) sees both and the step number.
 """
 
 from __future__ import annotations
@@ -59,11 +63,11 @@ def fit(
     """Run steps ``start_step .. steps - 1``.
 
     Args:
-        model: ``model(image, expert) -> logits``.
-        loss_fn: returns a dict with ``loss`` and parts to log.
+        model: ``model(image, expert, prompts=...) -> NetOutput``.
+        loss_fn: ``loss_fn(outputs, batch, step=step)`` returns a dict with ``loss`` and parts to log.
         optimizers: each steps after every backward pass (adaptation keeps new rows in their own).
         schedules: learning-rate schedules stepped with them.
-        batches: yields ``{"image", "label", "expert"}`` for each remaining step.
+        batches: yields a :class:`~experts.records.Batch` for each remaining step.
         grad_clip: clip the global gradient norm (0: off).
         amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
 
@@ -86,13 +90,11 @@ def fit(
         for batch in batches:
             if step >= steps:
                 break
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            expert = batch["expert"].to(device, non_blocking=True)
+            batch = batch.to(device, non_blocking=True)
             autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
             with autocast:
-                logits = model(image, expert)
-            parts = loss_fn(logits.float(), label)
+                outputs = model(batch.image, batch.expert, **({"prompts": batch.prompts} if batch.prompts is not None else {}))
+            parts = loss_fn(outputs, batch, step=step)
             loss = parts["loss"]
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(

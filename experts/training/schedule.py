@@ -9,14 +9,14 @@ import torch
 __all__ = ["make_optimizer", "make_schedule", "param_groups"]
 
 
-def param_groups(network: torch.nn.Module, *, lr: float, weight_decay: float, style_lr_scale: float = 1.0) -> list[dict]:
-    """Two groups: the experts' CIN rows (learning rate ``lr * style_lr_scale``, no weight decay)
-    and every other parameter. Each expert's rows move only when that expert is in the batch, so a
-    larger step lets the styles keep pace with the shared weights."""
-    from experts.networks import ConditionalInstanceNorm
-
-    rows = {id(p) for m in network.modules() if isinstance(m, ConditionalInstanceNorm) for p in m.parameters()}
-    style = [p for p in network.parameters() if id(p) in rows]
+def param_groups(network, *, lr: float, weight_decay: float, style_lr_scale: float = 1.0) -> list[dict]:
+    """Two groups from the network's parameter roles: the experts' CIN rows (learning rate
+    ``lr * style_lr_scale``, no weight decay) and every other parameter. Each expert's rows move
+    only when that expert is in the batch, so a larger step lets the styles keep pace with the
+    shared weights."""
+    roles = network.parameter_groups()
+    style = list(roles["expert_rows"].values())
+    rows = {id(p) for p in style}
     shared = [p for p in network.parameters() if id(p) not in rows]
     groups = [{"params": shared, "lr": lr, "weight_decay": weight_decay}]
     if style:

@@ -19,7 +19,7 @@ __all__ = ["run", "zero_shot_mean_row"]
 
 def zero_shot_mean_row(model_dir: str, data, expert: str) -> dict:
     """Test Dice of the mean of the existing rows, without any training."""
-    from experts.adaptation import add_expert, initial_rows
+    from experts.adaptation import initial_rows
     from experts.data.manifest import scan_dataset
     from pipelines.models import load_model
     from pipelines.pretrain import score_on_test
@@ -28,7 +28,7 @@ def zero_shot_mean_row(model_dir: str, data, expert: str) -> dict:
     manifest = scan_dataset(data)
     rows, _ = initial_rows(base.network, "mean", experts=base.experts)
     net = copy.deepcopy(base.network)
-    row, _ = add_expert(net, rows)
+    row, _ = net.add_expert(rows)
     return score_on_test(net, manifest, base.plan, {expert: row}, device="cpu").get(expert, {})
 
 

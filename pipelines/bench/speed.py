@@ -61,7 +61,7 @@ except OSError:
 before = rss_mb("VmRSS")
 if cfg["what"] == "train":
     for _ in range(2):
-        opt.zero_grad(); PartialDiceCELoss(ignore_label=cfg["k"])(net(x, torch.zeros(cfg["batch"], dtype=torch.long)), y)["loss"].backward(); opt.step()
+        opt.zero_grad(); PartialDiceCELoss(ignore_label=cfg["k"])(net(x, torch.zeros(cfg["batch"], dtype=torch.long)).logits, y)["loss"].backward(); opt.step()
 else:
     with torch.no_grad():
         predict_experts(net, vol, list(range(cfg["e"])), patch_size=cfg["patch"], sw_batch_size=cfg["sw"])
@@ -109,7 +109,7 @@ def run(ctx) -> dict:
 
         return go
 
-    cin_step = step(cin, lambda n: n(x, experts))
+    cin_step = step(cin, lambda n: n(x, experts).logits)
     monai_step = step(monai, lambda n: n(x))
     t_cin, t_monai = timeit(cin_step), timeit(monai_step)
 
@@ -119,7 +119,7 @@ def run(ctx) -> dict:
         net.zero_grad()
         return fc.get_total_flops()
 
-    f_cin, f_monai = flops(lambda n: n(x, experts), cin), flops(lambda n: n(x), monai)
+    f_cin, f_monai = flops(lambda n: n(x, experts).logits, cin), flops(lambda n: n(x), monai)
     peak = matmul_peak_gflops()
 
     logits = torch.randn(batch, k, *patch, requires_grad=True)

@@ -8,6 +8,7 @@ from experts.bundle import ModelBundle
 from experts.data.nifti import save_volume
 from experts.data.plan import Plan
 from experts.predictor import disagreement, predict_case
+from experts.records import NetOutput
 
 
 class ThresholdNet(torch.nn.Module):
@@ -15,7 +16,7 @@ class ThresholdNet(torch.nn.Module):
 
     def forward(self, image, expert):
         x = image[:, :1] - expert.view(-1, 1, 1, 1, 1).float()
-        return torch.cat([-x, x], dim=1)
+        return NetOutput(logits=torch.cat([-x, x], dim=1))
 
 
 def oblique_affine():

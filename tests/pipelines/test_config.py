@@ -32,6 +32,12 @@ def test_every_shipped_config_is_valid(path):
         (["sampling.kind_weights={scribble: 1}"], "keys are 'dense' and 'partial'"),
         (["train"], "expected section.key=value"),
         (["data.fold=7"], "'data.fold' must be in 0..4"),
+        (["loss.terms=[{name: crf_magic}]"], "'loss.terms[0].name' is 'crf_magic'; known loss terms: partial_dice_ce"),
+        (["loss.terms=[{name: partial_dice_ce, params: {ce_wieght: 2}}]"], "loss term 'partial_dice_ce' (loss.terms[0].params): unknown key 'ce_wieght'"),
+        (["loss.terms=[{name: partial_dice_ce, params: {batch_dice: 3}}]"], "'batch_dice' must be true or false, got 3"),
+        (["loss.terms=[{name: partial_dice_ce, weight: heavy}]"], "'loss.terms[0].weight' must be a number"),
+        (["loss.terms=[{name: partial_dice_ce}, {name: partial_dice_ce}]"], "names a term twice"),
+        (["loss.terms=[]"], "'loss.terms' is empty"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(overrides, message):
@@ -81,3 +87,20 @@ def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
 
 def test_flatten_gives_dotted_keys():
     assert flatten({"train": {"lr": 1, "x": {"y": 2}}, "seed": 0}) == {"train.lr": 1, "train.x.y": 2, "seed": 0}
+
+
+def test_old_loss_keys_load_as_the_default_terms_params_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="loss.terms"):
+        cfg = load_config(None, ["loss.dice_weight=2", "loss.batch_dice=true"])
+    assert [(t.name, t.params) for t in cfg.loss.terms] == [("partial_dice_ce", {"dice_weight": 2, "batch_dice": True})]
+    with pytest.raises(ConfigError, match="mixes 'terms' with the old keys"):
+        load_config(None, ["loss.terms=[{name: partial_dice_ce}]", "loss.ce_weight=1"])
+
+
+def test_a_saved_run_config_of_either_form_gives_its_loss_terms():
+    from pipelines.config import loss_section
+
+    old = loss_section({"name": "partial_dice_ce", "ce_weight": 1.0, "dice_weight": 0.5, "batch_dice": False})
+    new = loss_section({"terms": [{"name": "partial_dice_ce", "params": {"dice_weight": 0.5}}]})
+    assert old.terms[0].params["dice_weight"] == new.terms[0].params["dice_weight"] == 0.5
+    assert loss_section(None).terms[0].name == "partial_dice_ce"

@@ -23,7 +23,7 @@ COMMON = (
     # turn float-rounding differences of near-zero gradients into full-size steps.
     "train.optimizer=sgd",
     "train.lr=0.05",
-    "loss.ce_weight=0",
+    "loss.terms=[{name: partial_dice_ce, params: {ce_weight: 0}}]",
     "predict.sw_batch_size=1",
 )
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_pretraining_is_tracked_in_mlflow(toy_dataset, tmp_path, mlflow_uri):
     assert r.data.tags["experts"] == "small,medium,large,scribbler"
     loss = client.get_metric_history(r.info.run_id, "train/loss")
     assert [m.step for m in loss] == [2, 4, 6, 8]
-    for name in ("train/ce", "train/dice", "train/annotated_fraction", "val/dice/small", "test/dice/large"):
+    for name in ("train/partial_dice_ce", "train/partial_dice_ce/ce", "train/partial_dice_ce/dice", "train/partial_dice_ce/annotated_fraction", "val/dice/small", "test/dice/large"):
         assert client.get_metric_history(r.info.run_id, name), name
     assert [m.step for m in client.get_metric_history(r.info.run_id, "val/dice/medium")] == [4, 8]
     arts = {a.path for a in client.list_artifacts(r.info.run_id)} | {a.path for a in client.list_artifacts(r.info.run_id, "model")}
@@ -69,7 +70,7 @@ def test_new_expert_stays_out_unless_asked(toy_dataset, tmp_path):
 def test_pooled_baseline_has_one_row(toy_dataset, tmp_path):
     summary = run(toy_dataset, tmp_path / "p", "train.steps=2", "sampling.pool_experts=true", tracking="local")
     bundle = load_bundle(summary["model"])
-    assert bundle.experts == ["pooled"] and next(bundle.network.cin_layers()).num_experts == 1
+    assert bundle.experts == ["pooled"] and bundle.network.num_experts == 1
     assert set(summary["test_dice"]) == {"small", "medium", "large", "scribbler"}
 
 
@@ -83,10 +84,15 @@ def _cli(*args):
     return [sys.executable, "-m", "pipelines.cli", *args]
 
 
-def test_kill_and_resume_ends_with_the_same_weights(toy_dataset, tmp_path):
+TOY_TERM = Path(__file__).parents[1] / "plugins" / "toy_feature_term.py"
+
+
+def test_kill_and_resume_ends_with_the_same_weights_and_loss_term_state(toy_dataset, tmp_path):
+    """A plugin term with running state (one file + a config entry) trains, is killed, resumes."""
     common = ["--data", str(toy_dataset), "--tracking", "local"]
-    sets = [x for s in TINY + ("train.steps=60", "train.deterministic=true", "train.threads=1", "train.val_every=1000") for x in ("--set", s)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    terms = "loss.terms=[{name: partial_dice_ce}, {name: toy_feature_energy, weight: 0.01, params: {momentum: 0.8}, start_step: 2, ramp_steps: 4}]"
+    sets = [x for s in TINY + ("train.steps=60", "train.deterministic=true", "train.threads=1", "train.val_every=1000", terms) for x in ("--set", s)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EXPERTSEG_PLUGINS": str(TOY_TERM)}
     subprocess.run(_cli("pretrain", *common, "--out", str(tmp_path / "ref"), *sets), check=True, env=env, capture_output=True)
 
     out = tmp_path / "killed"
@@ -106,3 +112,12 @@ def test_kill_and_resume_ends_with_the_same_weights(toy_dataset, tmp_path):
     b = torch.load(out / "model" / "weights.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((out / "summary.json").read_text())["experts"] == ["small", "medium", "large", "scribbler"]
+    # The term's running state went through the checkpoint: it counts every step from its start
+    # step across the kill (a term restarted from scratch would count only the steps after it).
+    ref_state = torch.load(tmp_path / "ref" / "checkpoints" / "step_0000060.pt", weights_only=True)["loss"]
+    got_state = torch.load(out / "checkpoints" / "step_0000060.pt", weights_only=True)["loss"]
+    assert int(got_state["terms.toy_feature_energy.updates"]) == 60 - 2
+    assert torch.equal(ref_state["terms.toy_feature_energy.running"], got_state["terms.toy_feature_energy.running"])
+    logged = [json.loads(line) for line in (out / "tracking.jsonl").read_text().splitlines()]
+    parts = {k for e in logged if e.get("event") == "metrics" for k in e["metrics"]}
+    assert {"train/toy_feature_energy", "train/toy_feature_energy/energy", "train/partial_dice_ce/ce"} <= parts

@@ -53,12 +53,28 @@ def test_validation_never_uses_test_cases(pretrained, tmp_path):
     assert cases and all(c.startswith("case") for c in cases)  # training cases; test cases are test00...
 
 
-def test_pretrain_study_prunes_on_validation_dice(pretrained, tmp_path):
+def test_pretrain_study_prunes_a_trial_below_the_median_of_earlier_trials(pretrained, tmp_path):
     data, _ = pretrained
-    summary = tune(data=str(data), stage="pretrain", trials=3, out=str(tmp_path / "t"), tracking="local", overrides=TINY, pruner="median")
-    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 3
+    storage = f"journal:{tmp_path / 'study.log'}"
+    from pipelines.tune import open_storage
+
+    # Two earlier trials that reached a perfect validation Dice at every step: the median pruner
+    # (2 start-up trials) must stop any toy trial at its first validation, which scores below 1.
+    study = optuna.create_study(study_name="p", storage=open_storage(storage, heartbeat=0, grace=None), direction="maximize")
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0, intermediate_values={2: 1.0, 4: 1.0}))
+    summary = tune(data=str(data), stage="pretrain", trials=2, out=str(tmp_path / "t"), storage=storage, study_name="p", tracking="local", overrides=TINY, pruner="median")
+    assert summary["trials"]["pruned"] == 2 and summary["trials"]["complete"] == 2
+    pruned = [t for t in optuna.load_study(study_name="p", storage=open_storage(storage, heartbeat=0, grace=None)).trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert all(list(t.intermediate_values) == [2] for t in pruned)  # stopped at the first validation
+
+
+def test_pretrain_study_exports_a_best_config_with_a_searched_patch_size(pretrained, tmp_path):
+    data, _ = pretrained
+    summary = tune(data=str(data), stage="pretrain", trials=1, out=str(tmp_path / "t"), tracking="local", overrides=TINY, pruner="none")
     best = yaml.safe_load(open(summary["best_config"]))
     assert best["data"]["patch_size"][0] in (32, 48, 64)
+    assert [t["name"] for t in best["loss"]["terms"]] == ["partial_dice_ce"] and best["loss"]["terms"][0]["params"]["dice_weight"] in (0.5, 1.0, 2.0)
 
 
 def test_adapt_stage_needs_a_model_and_an_expert(pretrained, tmp_path):
