@@ -84,7 +84,7 @@ def plots(ctx) -> list[Path]:
     return made
 
 
-def _targets(tg: dict) -> list[str]:
+def _targets(tg: dict, rel: list[str], command: str) -> list[str]:
     runs = tg["runs"]
     oracle = tg["oracle"] or {}
     classes = [c for c in oracle if c != "mean"] + ["mean"]
@@ -124,8 +124,24 @@ def _shown(path: str) -> str:
         return str(path)
 
 
-def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
-    """Write BENCHMARKS.md; figures are copied next to it into ``benchmarks/``."""
+#: suite -> its section's heading in BENCHMARKS.md, in the order sections appear
+HEADINGS = {
+    "targets": "## Stage-2 targets",
+    "efficiency": "## Label efficiency",
+    "modelling": "## Multi-expert modelling",
+    "scribbles": "## Scribbles versus dense",
+    "speed": "## Speed and memory",
+}
+RESULTS_FILE = "results.json"
+
+
+def markdown(ctx, path: Path, *, figures: list[Path], command: str, suites: tuple[str, ...] | None = None) -> Path:
+    """Write the sections of ``suites`` (default: every suite with results) into BENCHMARKS.md.
+
+    Sections of other suites already in the file are kept as they are, and so are their numbers in
+    ``benchmarks/results.json`` beside it (committed with the report): one suite can be rerun
+    without rerunning, or losing, the others. Figures are copied into ``benchmarks/``.
+    """
     path = Path(path)
     fig_dir = path.parent / "benchmarks"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -133,74 +149,132 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str) -> Path:
     for f in figures:
         shutil.copy2(f, fig_dir / f.name)
         rel.append(f"benchmarks/{f.name}")
-    m = __import__("pipelines.bench.runner", fromlist=["machine"]).machine()
-    commands = list(dict.fromkeys(ctx.commands or [command]))
+    suites = tuple(s for s in (suites if suites is not None else HEADINGS) if ctx.results.get(s))
+    committed = _update_committed_results(fig_dir / RESULTS_FILE, ctx, suites)
+    machine = __import__("pipelines.bench.runner", fromlist=["machine"]).machine()
+    sections = _read_sections(path.read_text()) if path.is_file() else {}
+    for suite in suites:
+        lines = SECTIONS[suite](ctx.results[suite], rel, command)
+        lines.insert(3, _machine_line(machine, ctx))
+        sections[HEADINGS[suite]] = lines
+    commands = list(dict.fromkeys(c["command"] for c in committed["sections"].values() if c.get("command")))
     lines = [
         "# Benchmarks",
         "",
-        f"Written by {', '.join(f'`{c}`' for c in commands)} ({ctx.mode} mode); each section names the command that produced it,",
-        "and `results.json` in the bench's output folder holds every number with each run's folder. Dice is on the",
-        "held-out test cases (`labelsTs`) of the demo data (`expertseg data demo --seed 0`), mean over the foreground",
-        "classes (gm, wm) unless a class is named; nothing was tuned on these cases.",
-        "",
-        f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores ({m.get('threads')} torch threads), {m.get('memory_gb')} GB, "
-        f"{m.get('gpu') or 'no GPU'}; Python {m.get('python')}, torch {m.get('torch')}.",
-        f"Config: `{_shown(ctx.config) if ctx.config else 'embedded defaults'}`" + (f" with {', '.join(f'`{o}`' for o in ctx.overrides)}" if ctx.overrides else "") + ".",
+        "Each section names the command that produced it and the machine it ran on; rerunning one suite with",
+        "`--write` replaces that section alone, and `benchmarks/results.json` holds every number of the sections it wrote.",
+        "Dice is on the held-out test cases (`labelsTs`) of the demo data (`expertseg data demo --seed 0`), mean over the",
+        "foreground classes (gm, wm) unless a class is named; nothing was tuned on these cases.",
         "",
     ]
-    tg = ctx.results.get("targets")
-    if tg:
-        lines += _targets(tg)
-    eff = ctx.results.get("efficiency")
-    if eff:
-        lines += ["## Label efficiency", "", f"Command: `{eff.get('command', command)}`.", "", "Adapting a new row from K of an expert's training cases (mean ± std over seeds of the case draw and",
-                  "training; the nearest expert is chosen on the same K cases). Oracle: the pretraining that had this expert's", "full labels.", ""]
-        for h, e in eff["held_out"].items():
-            lines += [f"### Held-out expert `{h}` ({e['seeds']} seed{'s' if e['seeds'] > 1 else ''})", "",
-                      f"Oracle {_f((e['oracle'] or {}).get('mean'))}, zero-shot mean row {_f((e['mean_row'] or {}).get('mean'))}.", "",
-                      "| K | dense: adapted | dense: nearest expert | scribbles: adapted | scribbles: nearest expert | from scratch | fine-tune all |",
-                      "|---|---|---|---|---|---|---|"]
-            for k in eff["ks"]:
-                lines.append(
-                    f"| {k} | {_ms(e['adapted'].get(f'dense/{k}', []))} | {_ms(e['nearest'].get(f'dense/{k}', []))} | {_ms(e['adapted'].get(f'scribbles/{k}', []))} | "
-                    f"{_ms(e['nearest'].get(f'scribbles/{k}', []))} | {_f((e['scratch'].get(k) or {}).get('mean'))} | {_f((e['finetune_all'].get(k) or {}).get('mean'))} |"
-                )
-            if e["oracle"]:
-                lines += ["", "Per class, K = 3 dense: " + ", ".join(f"{c}: adapted {_ms(e['adapted'].get('dense/3', []), c)}, nearest {_ms(e['nearest'].get('dense/3', []), c)}, "
-                                                                    f"mean row {_f((e['mean_row'] or {}).get(c))}, scratch {_f((e['scratch'].get('3') or {}).get(c))}, oracle {_f(e['oracle'].get(c))}" for c in e["oracle"] if c != "mean")]
-            lines += ["", f"Adaptation took {np.median(e['seconds']):.0f} s (median, max {max(e['seconds']):.0f} s); adapters are {max(e['adapter_bytes']) / 1024:.1f} KB.", ""]
-        lines += [f"![label efficiency]({r})" for r in rel if "efficiency" in r] + [""]
-    mod = ctx.results.get("modelling")
-    if mod:
-        lines += ["## Multi-expert modelling", "", f"Command: `{mod.get('command', command)}`.", "",
-                  f"Same network and budget ({mod['steps']} steps) for the CIN model, the pooled-labels model and the STAPLE model; one",
-                  f"model per expert gets {mod['separate_steps']} steps each (the same total budget).", "",
-                  "| expert | CIN | one model per expert | pooled labels | STAPLE consensus |", "|---|---|---|---|---|"]
-        for ex in mod["experts"]:
-            lines.append(f"| {ex} | " + " | ".join(_f((mod[n].get(ex) or {}).get("mean")) for n in ("cin", "separate", "pooled", "staple")) + " |")
-        lines += [""] + [f"![multi-expert modelling]({r})" for r in rel if "modelling" in r] + [""]
-    sc = ctx.results.get("scribbles")
-    if sc:
-        af = sc.get("annotated_fraction") or {}
-        lines += ["## Scribbles versus dense", "", f"Command: `{sc.get('command', command)}`.", "",
-                  f"The same experts' training cases, pretrained from simulated scribbles ({sc['scribble_settings']['style']}, density {sc['scribble_settings']['density']},",
-                  f"thickness {sc['scribble_settings']['thickness']}; {_f(100 * af.get('mean', 0), 2)}% of voxels annotated on average) or from the dense labels.", "",
-                  "| expert | dense | scribbles | ratio |", "|---|---|---|---|"]
-        for ex in sc["experts"]:
-            lines.append(f"| {ex} | {_f((sc['dense'].get(ex) or {}).get('mean'))} | {_f((sc['scribbles'].get(ex) or {}).get('mean'))} | {_f(sc['ratio'].get(ex))} |")
-        lines += ["", f"Mean ratio {_f(sc['mean_ratio'])} (published for partial losses in nnU-Net: roughly 0.92-0.96).", ""]
-    sp = ctx.results.get("speed")
-    if sp:
-        st = sp["settings"]
-        lines += ["## Speed and memory", "", f"Command: `{sp.get('command', command)}`. Measured in one process as ratios: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
-                  "| measurement | value |", "|---|---|",
-                  f"| CIN U-Net train step / MONAI UNet train step (same widths, instance norm) | {sp['train_step_seconds']['ratio']:.2f} ({sp['train_step_seconds']['cin_unet']:.3f} s vs {sp['train_step_seconds']['monai_unet']:.3f} s) |",
-                  f"| GFLOP per train step: CIN U-Net / MONAI UNet | {sp['train_step_gflop']['cin_unet']:.1f} / {sp['train_step_gflop']['monai_unet']:.1f} |",
-                  f"| achieved GFLOP/s of a CIN train step / measured fp32 matmul peak | {sp['achieved_gflops']['cin_unet']:.1f} / {sp['achieved_gflops']['matmul_peak']:.1f} ({sp['achieved_gflops']['cin_fraction_of_peak']:.0%}) |",
-                  f"| achieved GFLOP/s of a MONAI UNet train step (fewer, smaller convolutions) | {sp['achieved_gflops']['monai_unet']:.1f} |",
-                  f"| partial Dice+CE / MONAI DiceCELoss (forward + backward) | {sp['loss_seconds']['ratio']:.2f} |",
-                  f"| one pass per expert / all experts batched (prediction; above 1: batching wins) | {sp['prediction_seconds']['speedup']:.2f}x |",
-                  f"| peak memory growth: train step / prediction of all experts | {sp['peak_memory_mb']['train_step']:.0f} MB / {sp['peak_memory_mb']['prediction_all_experts']:.0f} MB |", ""]
-    lines += ["## Reproduce", "", "```bash", *commands, "```", "", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in ctx.seconds.items()) + ".", ""]
-    path.write_text("\n".join(lines))
+    for heading in HEADINGS.values():
+        if heading in sections:
+            lines += sections.pop(heading)
+    for heading, body in sections.items():  # sections this writer does not know: kept, before Reproduce
+        if heading != "## Reproduce":
+            lines += body
+    lines += ["## Reproduce", "", "```bash", *(commands or [command]), "```", ""]
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
     return path
+
+
+def _machine_line(m: dict, ctx) -> str:
+    config = f"`{_shown(ctx.config)}`" if ctx.config else "embedded defaults"
+    if ctx.overrides:
+        config += " with " + ", ".join(f"`{o}`" for o in ctx.overrides)
+    return (f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores ({m.get('threads')} torch threads), {m.get('memory_gb')} GB, "
+            f"{m.get('gpu') or 'no GPU'}; Python {m.get('python')}, torch {m.get('torch')}; {ctx.mode} mode, config {config}.")
+
+
+def _read_sections(text: str) -> dict[str, list[str]]:
+    """``{heading: lines}`` of a Markdown file's ``## `` sections (a heading's key is its first words
+    as in :data:`HEADINGS`, so a changed title still matches)."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = next((h for h in list(HEADINGS.values()) + ["## Reproduce"] if line.startswith(h)), line)
+            sections[current] = []
+        if current is not None:
+            sections[current].append(line)
+    return sections
+
+
+def _update_committed_results(path: Path, ctx, suites: tuple[str, ...]) -> dict:
+    """Merge the written suites' numbers into the committed results file and return its content."""
+    import datetime
+    import json
+
+    from pipelines.bench.runner import machine
+
+    data = json.loads(path.read_text()) if path.is_file() else {"sections": {}}
+    for suite in suites:
+        data["sections"][suite] = {
+            "command": ctx.results[suite].get("command", ""),
+            "mode": ctx.mode,
+            "config": _shown(ctx.config) if ctx.config else None,
+            "overrides": list(ctx.overrides),
+            "machine": machine(),
+            "seconds": ctx.seconds.get(suite),
+            "written": datetime.date.today().isoformat(),
+            "results": ctx.results[suite],
+        }
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    return data
+
+
+def _efficiency(eff: dict, rel: list[str], command: str) -> list[str]:
+    lines = ["## Label efficiency", "", f"Command: `{eff.get('command', command)}`.", "", "Adapting a new row from K of an expert's training cases (mean ± std over seeds of the case draw and",
+             "training; the nearest expert is chosen on the same K cases). Oracle: the pretraining that had this expert's", "full labels.", ""]
+    for h, e in eff["held_out"].items():
+        lines += [f"### Held-out expert `{h}` ({e['seeds']} seed{'s' if e['seeds'] > 1 else ''})", "",
+                  f"Oracle {_f((e['oracle'] or {}).get('mean'))}, zero-shot mean row {_f((e['mean_row'] or {}).get('mean'))}.", "",
+                  "| K | dense: adapted | dense: nearest expert | scribbles: adapted | scribbles: nearest expert | from scratch | fine-tune all |",
+                  "|---|---|---|---|---|---|---|"]
+        for k in eff["ks"]:
+            lines.append(
+                f"| {k} | {_ms(e['adapted'].get(f'dense/{k}', []))} | {_ms(e['nearest'].get(f'dense/{k}', []))} | {_ms(e['adapted'].get(f'scribbles/{k}', []))} | "
+                f"{_ms(e['nearest'].get(f'scribbles/{k}', []))} | {_f((e['scratch'].get(k) or {}).get('mean'))} | {_f((e['finetune_all'].get(k) or {}).get('mean'))} |"
+            )
+        if e["oracle"]:
+            lines += ["", "Per class, K = 3 dense: " + ", ".join(f"{c}: adapted {_ms(e['adapted'].get('dense/3', []), c)}, nearest {_ms(e['nearest'].get('dense/3', []), c)}, "
+                                                                f"mean row {_f((e['mean_row'] or {}).get(c))}, scratch {_f((e['scratch'].get('3') or {}).get(c))}, oracle {_f(e['oracle'].get(c))}" for c in e["oracle"] if c != "mean")]
+        lines += ["", f"Adaptation took {np.median(e['seconds']):.0f} s (median, max {max(e['seconds']):.0f} s); adapters are {max(e['adapter_bytes']) / 1024:.1f} KB.", ""]
+    return lines + [f"![label efficiency]({r})" for r in rel if "efficiency" in r] + [""]
+
+
+def _modelling(mod: dict, rel: list[str], command: str) -> list[str]:
+    lines = ["## Multi-expert modelling", "", f"Command: `{mod.get('command', command)}`.", "",
+             f"Same network and budget ({mod['steps']} steps) for the CIN model, the pooled-labels model and the STAPLE model; one",
+             f"model per expert gets {mod['separate_steps']} steps each (the same total budget).", "",
+             "| expert | CIN | one model per expert | pooled labels | STAPLE consensus |", "|---|---|---|---|---|"]
+    for ex in mod["experts"]:
+        lines.append(f"| {ex} | " + " | ".join(_f((mod[n].get(ex) or {}).get("mean")) for n in ("cin", "separate", "pooled", "staple")) + " |")
+    return lines + [""] + [f"![multi-expert modelling]({r})" for r in rel if "modelling" in r] + [""]
+
+
+def _scribbles(sc: dict, rel: list[str], command: str) -> list[str]:
+    af = sc.get("annotated_fraction") or {}
+    lines = ["## Scribbles versus dense", "", f"Command: `{sc.get('command', command)}`.", "",
+             f"The same experts' training cases, pretrained from simulated scribbles ({sc['scribble_settings']['style']}, density {sc['scribble_settings']['density']},",
+             f"thickness {sc['scribble_settings']['thickness']}; {_f(100 * af.get('mean', 0), 2)}% of voxels annotated on average) or from the dense labels.", "",
+             "| expert | dense | scribbles | ratio |", "|---|---|---|---|"]
+    for ex in sc["experts"]:
+        lines.append(f"| {ex} | {_f((sc['dense'].get(ex) or {}).get('mean'))} | {_f((sc['scribbles'].get(ex) or {}).get('mean'))} | {_f(sc['ratio'].get(ex))} |")
+    return lines + ["", f"Mean ratio {_f(sc['mean_ratio'])} (published for partial losses in nnU-Net: roughly 0.92-0.96).", ""]
+
+
+def _speed(sp: dict, rel: list[str], command: str) -> list[str]:
+    st = sp["settings"]
+    return ["## Speed and memory", "", f"Command: `{sp.get('command', command)}`. Measured in one process as ratios: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
+            "| measurement | value |", "|---|---|",
+            f"| CIN U-Net train step / MONAI UNet train step (same widths, instance norm) | {sp['train_step_seconds']['ratio']:.2f} ({sp['train_step_seconds']['cin_unet']:.3f} s vs {sp['train_step_seconds']['monai_unet']:.3f} s) |",
+            f"| GFLOP per train step: CIN U-Net / MONAI UNet | {sp['train_step_gflop']['cin_unet']:.1f} / {sp['train_step_gflop']['monai_unet']:.1f} |",
+            f"| achieved GFLOP/s of a CIN train step / measured fp32 matmul peak | {sp['achieved_gflops']['cin_unet']:.1f} / {sp['achieved_gflops']['matmul_peak']:.1f} ({sp['achieved_gflops']['cin_fraction_of_peak']:.0%}) |",
+            f"| achieved GFLOP/s of a MONAI UNet train step (fewer, smaller convolutions) | {sp['achieved_gflops']['monai_unet']:.1f} |",
+            f"| partial Dice+CE / MONAI DiceCELoss (forward + backward) | {sp['loss_seconds']['ratio']:.2f} |",
+            f"| one pass per expert / all experts batched (prediction; above 1: batching wins) | {sp['prediction_seconds']['speedup']:.2f}x |",
+            f"| peak memory growth: train step / prediction of all experts | {sp['peak_memory_mb']['train_step']:.0f} MB / {sp['peak_memory_mb']['prediction_all_experts']:.0f} MB |", ""]
+
+
+SECTIONS = {"targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}

@@ -127,7 +127,7 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
         raise click.UsageError(f"{ctx.out / 'results.json'}: no {mode}-mode results to report; run the bench first")
     figures = report.plots(ctx)
     if write:
-        report.markdown(ctx, Path(write), figures=figures, command=command)
+        report.markdown(ctx, Path(write), figures=figures, command=command, suites=tuple(suites) or None)
     click.echo(f"bench ({mode}): results in {ctx.out / 'results.json'}" + (f", report in {write}" if write else ""))
     return json.loads((ctx.out / "results.json").read_text())
 

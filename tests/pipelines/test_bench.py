@@ -69,9 +69,14 @@ def test_report_only_rewrites_the_markdown_from_saved_results(tiny_mode, tmp_pat
     config.write_text("seed: 0\n")
     monkeypatch.setitem(runner.MODES, "full", {**TINY, "config": str(config)})
     monkeypatch.chdir(tmp_path)
+    earlier = "## Label efficiency\n\nCommand: `an earlier run`.\n\n| K | dense |\n|---|---|\n| 3 | 0.123 |\n"
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n\n" + earlier + "\n## Speed and memory\n\nstale numbers\n")
     runner.run_bench(out="b", mode="full", suites=("speed",), write="BENCHMARKS.md", command="expertseg bench --suite speed --write BENCHMARKS.md")
     first = (tmp_path / "BENCHMARKS.md").read_text()
-    assert f"Config: `{config}`" in first and "## Speed and memory" in first
+    assert f"config `{config}`" in first and "## Speed and memory" in first and "stale numbers" not in first
+    assert earlier.strip() in first  # a section the run did not produce is kept as it was
+    committed = json.loads((tmp_path / "benchmarks" / "results.json").read_text())["sections"]
+    assert set(committed) == {"speed"} and committed["speed"]["results"]["loss_seconds"]["ratio"] > 0
     (tmp_path / "BENCHMARKS.md").unlink()
     runs_before = sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) if (tmp_path / "b" / "runs").exists() else []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
@@ -105,8 +106,18 @@ def make_demo_dataset(
     return out
 
 
+def stream_key(name: str) -> int:
+    """A stable integer for ``name`` (CRC-32), to key a random stream by an expert's id."""
+    return zlib.crc32(name.encode())
+
+
 def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts: tuple[Expert, ...] = DEMO_EXPERTS) -> dict:
     """Draw every random choice of the dataset (the content of ``demo_params.json``).
+
+    Every draw has a stream of its own: a subject's anatomy ``[seed, 2, case index]``, an expert's
+    style on a case ``[seed, 1, case index, expert]`` and an expert's choice of cases
+    ``[seed, 0, expert]`` (experts keyed by id). Adding or removing an expert changes no subject
+    and no other expert's labels.
 
     Args:
         seed: the dataset seed.
@@ -121,9 +132,9 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
     """
     train = [f"sub{i:03d}" for i in range(n_train)]
     test = [f"sub{n_train + i:03d}" for i in range(n_test)]
-    plan_rng = np.random.default_rng([seed, 0])
     plan: dict[str, dict[str, list[str]]] = {}
     for e in experts:
+        plan_rng = np.random.default_rng([seed, 0, stream_key(e.id)])
         n_dense = min(n_train, max(int(round(e.dense_fraction * n_train)), e.min_dense))
         if 0 < e.dense_fraction and n_dense == 0:
             n_dense = 1
@@ -137,9 +148,9 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
     erosion = [max(1, int(round(mm / spacing))) for mm in SCRIBBLE_EROSION_MM]
     cases = {}
     for index, case in enumerate(train + test):
-        rng = np.random.default_rng([seed, 1, index])
         labels = {}
         for e in experts:
+            rng = np.random.default_rng([seed, 1, index, stream_key(e.id)])
             style = e.style.make_params(rng)  # drawn for every expert: a case's draws do not depend on the plan
             scribble_seed = int(rng.integers(0, 2**31 - 1))
             if case in test or case in plan[e.id]["dense"]:
@@ -148,7 +159,8 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
                 scribbles = {"style": "slicewise", "seed": scribble_seed, "axis": e.scribble_axis,
                              "density": e.scribble_density, "thickness": thickness, "erosion_range": erosion}
                 labels[e.id] = {"kind": "scribbles", "style": style, "scribbles": scribbles}
-        cases[case] = {"split": "test" if case in test else "train", "subject": make_subject_params(rng), "labels": labels}
+        subject = make_subject_params(np.random.default_rng([seed, 2, index]))
+        cases[case] = {"split": "test" if case in test else "train", "subject": subject, "labels": labels}
     shape, affine = output_grid(spacing)
     return {
         "generator": "experts.data.demo.make_demo_dataset",

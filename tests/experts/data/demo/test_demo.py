@@ -114,6 +114,23 @@ def test_deterministic_by_seed(demo, tmp_path):
     assert not np.array_equal(a["imagesTr/sub000_0000.nii.gz"], other["imagesTr/sub000_0000.nii.gz"])
 
 
+def test_adding_an_expert_changes_no_subject_and_no_other_experts_labels():
+    """Each subject's anatomy and each expert's draws come from streams of their own."""
+    from dataclasses import replace
+
+    from experts.data.demo import build
+    from experts.data.demo.styles import DEMO_EXPERTS
+
+    base = build.draw_params(seed=0, n_train=6, n_test=2, spacing=6.0)
+    extra = replace(DEMO_EXPERTS[-1], id="drlater")
+    more = build.draw_params(seed=0, n_train=6, n_test=2, spacing=6.0, experts=(DEMO_EXPERTS[0], extra) + DEMO_EXPERTS[1:])
+    for case, entry in base["cases"].items():
+        assert more["cases"][case]["subject"] == entry["subject"], case
+        for eid, lab in entry["labels"].items():
+            assert more["cases"][case]["labels"][eid] == lab, (case, eid)
+    assert {e: v["plan"] for e, v in more["experts"].items() if e != "drlater"} == {e: v["plan"] for e, v in base["experts"].items()}
+
+
 def test_styles_differ_even_at_coarse_resolution(demo):
     dice = style_dice(demo)
     assert set(dice) == {"gm", "wm"}
