@@ -19,9 +19,9 @@ import numpy as np
 import yaml
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.common import prepare_out, seed_everything, select_device
-from pipelines.config import config_to_dict, flatten, load_config
-from pipelines.tracking import Tracker, find_or_create_parent
+from pipelines.runtime.common import prepare_out, seed_everything, select_device
+from pipelines.runtime.config import config_to_dict, flatten, load_config
+from pipelines.runtime.tracking import Tracker, find_or_create_parent
 
 __all__ = ["adapt", "choose_cases", "adapt_rows"]
 
@@ -89,7 +89,7 @@ def adapt_rows(
     from experts.data.transforms import training_augmentation
     from experts.losses import TermContext, build_loss
     from experts.records import collate_batch
-    from pipelines.config import loss_section
+    from pipelines.runtime.config import loss_section
     from experts.training.checkpoint import rng_state, set_rng_state
     from experts.training.loop import Callbacks, fit
     from experts.training.sampling import ExpertBalancedSampler, SampleItem
@@ -235,7 +235,7 @@ def adapt(
     from experts.data.datasets import VolumeCache
     from experts.data.manifest import scan_dataset
     from experts.training.validation import Target, expert_dice
-    from pipelines.models import load_model, resolve_model_dir
+    from pipelines.runtime.models import load_model, resolve_model_dir
     from pipelines.pretrain import registry_name
 
     t0 = time.perf_counter()
@@ -338,7 +338,7 @@ def _pinned_ref(model: str, folder: Path) -> str:
     if model.startswith("models:/") and "@" in model:
         from mlflow import MlflowClient
 
-        from pipelines.tracking import tracking_uri
+        from pipelines.runtime.tracking import tracking_uri
 
         name, alias = model[len("models:/") :].split("@", 1)
         try:

@@ -151,7 +151,7 @@ def pretrain(data, out, config_path, overrides, experts, exclude_experts, cases,
       expertseg pretrain --data demo_data --out runs/pretrain --config configs/demo.yaml
       expertseg pretrain --data demo_data --out runs/pretrain --resume
     """
-    from pipelines.common import parse_list
+    from pipelines.runtime.common import parse_list
     from pipelines.pretrain import pretrain as run
 
     run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), cases=parse_list(cases), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty())
@@ -180,7 +180,7 @@ def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overri
           --expert drnew --cases case001,case004 --set adapt.init=mean --out runs/adapt2
     """
     from pipelines.adapt import adapt as run
-    from pipelines.common import parse_list
+    from pipelines.runtime.common import parse_list
 
     run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, resume=resume, progress=sys.stderr.isatty())
 

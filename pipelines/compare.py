@@ -29,7 +29,7 @@ import click
 import numpy as np
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.common import select_device
+from pipelines.runtime.common import select_device
 
 __all__ = ["compare"]
 
@@ -102,10 +102,10 @@ def compare(
     from experts.metrics import dice_match, dice_max, generalized_energy_distance, soft_dice
     from experts.predictor import disagreement, predict_case
     from experts.styles import style_map, style_vectors
-    from pipelines.config import load_config
-    from pipelines.models import load_model
+    from pipelines.runtime.config import load_config
+    from pipelines.runtime.models import load_model
     from pipelines.report import write_report
-    from pipelines.tracking import Tracker
+    from pipelines.runtime.tracking import Tracker
 
     t0 = time.perf_counter()
     cfg = load_config(config_path, overrides)
@@ -263,7 +263,7 @@ def _matrix_csv(path: Path, table: dict) -> None:
 
 
 def _track(cfg, out: Path, result: dict, figures: list[Path], manifest) -> None:
-    from pipelines.tracking import Tracker
+    from pipelines.runtime.tracking import Tracker
 
     tracker = Tracker(run_dir=out, stage="compare", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=f"compare-{len(result['model_experts'])}-experts", tags={"model_id": result["model_id"][:16], "adapted": ",".join(result["adapted"])})
     with tracker:

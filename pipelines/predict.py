@@ -17,7 +17,7 @@ import click
 from tqdm.auto import tqdm
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.common import select_device
+from pipelines.runtime.common import select_device
 
 __all__ = ["predict", "find_cases"]
 
@@ -54,8 +54,8 @@ def predict(*, model: str, images: str, out: str, experts: str = "all", adapters
     """Predict and write NIfTIs; returns the manifest written to ``<out>/predictions.json``."""
     from experts.data.nifti import save_volume
     from experts.predictor import disagreement, predict_case
-    from pipelines.config import load_config
-    from pipelines.models import load_model
+    from pipelines.runtime.config import load_config
+    from pipelines.runtime.models import load_model
 
     t0 = time.perf_counter()
     device = select_device()

@@ -20,9 +20,9 @@ import yaml
 from experts.bundle import ModelBundle, save_bundle
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.common import prepare_out, seed_everything, select_device, select_experts
-from pipelines.config import Config, config_to_dict, flatten, load_config
-from pipelines.tracking import Tracker
+from pipelines.runtime.common import prepare_out, seed_everything, select_device, select_experts
+from pipelines.runtime.config import Config, config_to_dict, flatten, load_config
+from pipelines.runtime.tracking import Tracker
 
 __all__ = ["pretrain", "PretrainSetup", "setup_pretraining"]
 
@@ -133,8 +133,8 @@ def pretrain(
     from experts.training.sampling import ExpertBalancedSampler
     from experts.training.schedule import make_optimizer, make_schedule, param_groups
     from experts.training.validation import expert_dice
-    from pipelines.distributed import init_distributed, replica_digests
-    from pipelines.tracking import NullTracker
+    from pipelines.runtime.distributed import init_distributed, replica_digests
+    from pipelines.runtime.tracking import NullTracker
 
     t_start = time.perf_counter()
     cfg = load_config(config_path, overrides)

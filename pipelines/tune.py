@@ -28,8 +28,8 @@ import numpy as np
 import yaml
 
 from experts.errors import ConfigError
-from pipelines.common import select_device
-from pipelines.config import apply_overrides, config_to_dict, load_config
+from pipelines.runtime.common import select_device
+from pipelines.runtime.config import apply_overrides, config_to_dict, load_config
 
 __all__ = ["tune", "open_storage", "SEARCH_SPACES"]
 
@@ -114,7 +114,7 @@ def _parent_run(study, *, stage: str, backend: str, experiment: str) -> str | No
     """One MLflow parent run per study, shared through the study's user attributes."""
     if backend != "mlflow":
         return None
-    from pipelines.tracking import find_or_create_parent
+    from pipelines.runtime.tracking import find_or_create_parent
 
     key = "mlflow_parent_run_id"
     if key not in study.user_attrs:
@@ -213,8 +213,8 @@ def _adapt_objective(cfg, data, out, parent, model_ref, expert, shots, progress)
     from experts.data.manifest import scan_dataset
     from experts.training.validation import Target, expert_dice
     from pipelines.adapt import adapt_rows, choose_cases
-    from pipelines.models import load_model
-    from pipelines.tracking import Tracker
+    from pipelines.runtime.models import load_model
+    from pipelines.runtime.tracking import Tracker
 
     device = select_device()
     base = load_model(model_ref, device=device)

@@ -21,7 +21,7 @@ def zero_shot_mean_row(model_dir: str, data, expert: str) -> dict:
     """Test Dice of the mean of the existing rows, without any training."""
     from experts.adaptation import initial_rows
     from experts.data.manifest import scan_dataset
-    from pipelines.models import load_model
+    from pipelines.runtime.models import load_model
     from pipelines.pretrain import score_on_test
 
     base = load_model(model_dir)

@@ -55,7 +55,7 @@ def staple_dataset(manifest, experts: list[str], out: Path) -> Path:
 
 
 def _score(model_dir: str, manifest, rows: dict[str, int]) -> dict:
-    from pipelines.models import load_model
+    from pipelines.runtime.models import load_model
     from pipelines.pretrain import score_on_test
 
     bundle = load_model(model_dir)
@@ -64,7 +64,7 @@ def _score(model_dir: str, manifest, rows: dict[str, int]) -> dict:
 
 def run(ctx) -> dict:
     from experts.data.manifest import scan_dataset
-    from pipelines.config import load_config
+    from pipelines.runtime.config import load_config
 
     manifest = scan_dataset(ctx.data)
     pre = [e for e in manifest.experts if e not in manifest.new_experts]

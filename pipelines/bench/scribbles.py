@@ -47,7 +47,7 @@ def derived_dataset(manifest, experts: list[str], out: Path, *, scribbles: bool,
 
 def run(ctx) -> dict:
     from experts.data.manifest import scan_dataset
-    from pipelines.config import load_config
+    from pipelines.runtime.config import load_config
 
     manifest = scan_dataset(ctx.data)
     pre = [e for e in manifest.experts if e not in manifest.new_experts]

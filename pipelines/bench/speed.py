@@ -83,7 +83,7 @@ def run(ctx) -> dict:
     from experts.inference import predict_experts
     from experts.losses import PartialDiceCELoss
     from experts.networks import create_network
-    from pipelines.config import load_config
+    from pipelines.runtime.config import load_config
 
     cfg = load_config(ctx.config, ctx.overrides)
     channels = list(cfg.network.channels)

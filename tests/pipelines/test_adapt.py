@@ -10,7 +10,7 @@ from experts.adaptation import apply_adapter
 from experts.bundle import load_bundle
 from experts.errors import ConfigError, DatasetError, ModelFileError
 from pipelines.adapt import adapt, choose_cases
-from pipelines.models import load_model
+from pipelines.runtime.models import load_model
 from pipelines.pretrain import pretrain
 
 TINY = ("network.channels=[4,8]", "data.patch_size=[16,16,16]", "data.n_folds=3", "train.steps=6", "train.val_every=100", "predict.sw_batch_size=1")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from experts.errors import ConfigError
-from pipelines.config import Config, flatten, load_config
+from pipelines.runtime.config import Config, flatten, load_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -98,7 +98,7 @@ def test_old_loss_keys_load_as_the_default_terms_params_with_a_warning():
 
 
 def test_a_saved_run_config_of_either_form_gives_its_loss_terms():
-    from pipelines.config import loss_section
+    from pipelines.runtime.config import loss_section
 
     old = loss_section({"name": "partial_dice_ce", "ce_weight": 1.0, "dice_weight": 0.5, "batch_dice": False})
     new = loss_section({"terms": [{"name": "partial_dice_ce", "params": {"dice_weight": 0.5}}]})

@@ -8,7 +8,7 @@ import yaml
 from mlflow import MlflowClient
 
 from experts.errors import ConfigError
-from pipelines.config import load_config
+from pipelines.runtime.config import load_config
 from pipelines.pretrain import pretrain
 from pipelines.tune import tune
 

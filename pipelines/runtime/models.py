@@ -25,7 +25,7 @@ def resolve_model_dir(ref: str) -> Path:
     if ref.startswith(("models:/", "runs:/", "mlflow-artifacts:")):
         import mlflow
 
-        from pipelines.tracking import tracking_uri
+        from pipelines.runtime.tracking import tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri())
         dst = _cache_dir() / hashlib.sha256(ref.encode()).hexdigest()[:16]

@@ -26,7 +26,7 @@ from experts.errors import TrackingError
 
 __all__ = ["Tracker", "tracking_uri", "experiment_spec", "local_store_dir", "ensure_experiment", "find_or_create_parent"]
 
-_TEMPLATE = Path(__file__).resolve().parents[1] / "mlruns_template" / "experiments.yaml"
+_TEMPLATE = Path(__file__).resolve().parents[2] / "mlruns_template" / "experiments.yaml"
 _FALLBACK = {s: {"name": f"expertseg-{s}", "description": "", "tags": {"project": "expertseg", "stage": s}} for s in ("pretrain", "adapt", "evaluate", "compare", "tune", "bench")}
 
 
