@@ -56,10 +56,10 @@ class EveryVoxelOfOneSlice(ScribbleStyle):
     def get_params(self):
         return {}
 
-    def make_params(self, label, *, ignore_label, rng):
+    def make_params(self, label, *, ignore_label, rng, spacing=(1.0, 1.0, 1.0)):
         return {"index": int(rng.integers(label.shape[2]))}
 
-    def apply(self, label, params, *, ignore_label, return_strokes=False):
+    def apply(self, label, params, *, ignore_label, spacing=(1.0, 1.0, 1.0), return_strokes=False):
         out = np.full(label.shape, ignore_label, dtype=np.uint8)
         out[..., params["index"]] = label[..., params["index"]]
         return out
