@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["field_rng", "smooth_noise", "break_mask", "warp_mask", "distance_to"]
+__all__ = ["BREAK", "DEFORM", "BUDGET", "field_rng", "smooth_noise", "break_mask", "warp_mask", "distance_to"]
 
 BREAK, DEFORM, BUDGET = 1, 2, 3
 """Purposes that keep the generators of one params' fields independent of one another."""

@@ -90,7 +90,10 @@ def register_habit(name: str, components: Sequence[HabitComponent | tuple], *, d
             json.dumps(part.params)
         except TypeError as error:
             raise ValueError(f"habit {name!r}: params of {part.style!r} must be JSON-serialisable ({error})") from None
-        create_scribble_style(part.style, **part.params)
+        try:
+            create_scribble_style(part.style, **part.params)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"habit {name!r}, style {part.style!r}: {error}") from None
     habit = Habit(name, parts, description)
     HABITS.register(name)(lambda: habit)
     return habit

@@ -239,19 +239,22 @@ def trim_to_budget(mask: np.ndarray, max_voxels: int | None, spacing: Sequence[f
     if max_voxels is None or int(mask.sum()) <= max_voxels:
         return mask
     pieces, n = ndi.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    sizes = np.bincount(pieces.ravel())
-    out, left = np.zeros_like(mask), int(max_voxels)
+    sizes, boxes = np.bincount(pieces.ravel()), ndi.find_objects(pieces)
+    whole, left, out = [], int(max_voxels), None
     for piece in (rng.permutation(n) + 1).tolist():
         if sizes[piece] <= left:
-            out |= pieces == piece
+            whole.append(piece)
             left -= int(sizes[piece])
             continue
-        voxels = np.argwhere(pieces == piece)
+        box = boxes[piece - 1]
+        voxels = np.argwhere(pieces[box] == piece) + [s.start for s in box]
         start = voxels[rng.integers(len(voxels))]
         near = np.argsort((((voxels - start) * np.asarray(spacing)) ** 2).sum(axis=1), kind="stable")[:left]
+        out = np.zeros_like(mask)
         out[tuple(voxels[near].T)] = True
         break
-    return out
+    kept = np.isin(pieces, whole)
+    return kept if out is None else kept | out
 
 
 def principal_order(points: np.ndarray, region: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
