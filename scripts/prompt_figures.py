@@ -1,6 +1,7 @@
 """Render every registered prompt style and annotator habit on a small 3D phantom.
 
-For each style (defaults, plus a few telling variants) and each habit, one PNG in ``docs/prompts/``:
+For each style (defaults, plus a few telling variants) and each habit, one PNG in ``docs/prompts/``
+(and an index, ``docs/prompts/README.md``):
 left, the axial slice holding the most annotated foreground (else the most annotated slice through
 the structures) with the partial label over a pseudo-image and the true outlines (white); right,
 the strokes projected along Z (the classes annotated anywhere on each column; along Y for 3D
@@ -14,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -106,6 +108,7 @@ def main(argv=None) -> None:
     figures = {name: (name, {}) for name in list_scribble_styles() if name != "habit"}
     figures.update(VARIANTS)
     figures.update({f"habit-{h}": ("habit", {"habit": h}) for h in list_habits()})
+    rows = []
     for stem, (style_name, config) in figures.items():
         style = create_scribble_style(style_name, **config)
         params = style.make_params(label, ignore_label=IGNORE, rng=np.random.default_rng(args.seed), spacing=SPACING)
@@ -117,6 +120,20 @@ def main(argv=None) -> None:
         render(label, partial, title, path, coronal=stem in CORONAL, along=1 if stem in ALONG_Y else 2,
                seed=args.seed)
         print(f"{path}  {100 * fraction:.2f}% annotated")
+        rows.append(f"| [{stem}]({stem}.png) | `{style_name}` | `{json.dumps(config)}` | {100 * fraction:.2f} % |")
+    index = [
+        "# Prompt styles on a phantom",
+        "",
+        f"Written by `scripts/prompt_figures.py` (seed {args.seed}): two nested blobs, 48^3 voxels at "
+        f"{SPACING} mm. Blue: background, red: outer blob, orange: inner blob, white: true outlines; "
+        "uncoloured voxels are ignore.",
+        "",
+        "| figure | style | configuration | annotated |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    (args.out / "README.md").write_text("\n".join(index))
 
 
 if __name__ == "__main__":
