@@ -18,7 +18,8 @@ included), one 8-connected component is drawn with probability proportional to i
   absolute turning angle of the Gaussian-smoothed contour (a curvature proxy); windows within 10 %
   of the best are equally eligible. Contour parts on the image border are not boundaries.
 
-Every other voxel gets ``ignore_label``. The random choices (slices, control points, erosion, arc
+Every other voxel gets ``ignore_label``. Sizes are in pixels, as ScribbleBench states them; the voxel
+spacing is accepted (as by every style) and not used. The random choices (slices, control points, erosion, arc
 length and tie-break) are made by :meth:`SlicewiseScribbles.make_params`; :meth:`apply` is
 deterministic given them.
 """
@@ -32,6 +33,7 @@ from scipy import ndimage as ndi
 from skimage.measure import find_contours
 
 from experts.scribbles.base import (
+    DEFAULT_SPACING,
     EIGHT_CONNECTED,
     ScribbleStyle,
     StrokeRecord,
@@ -39,6 +41,7 @@ from experts.scribbles.base import (
     check_label,
     check_pair,
     check_rng,
+    check_spacing,
     geodesic_path,
     largest_piece,
     output_dtype,
@@ -100,13 +103,15 @@ class SlicewiseScribbles(ScribbleStyle):
                 "n_control_points": self.n_control_points, "erosion_range": list(self.erosion_range),
                 "arc_fraction_range": list(self.arc_fraction_range), "smoothness": self.smoothness}
 
-    def make_params(self, label, *, ignore_label: int, rng: np.random.Generator) -> dict:
+    def make_params(self, label, *, ignore_label: int, rng: np.random.Generator,
+                    spacing=DEFAULT_SPACING) -> dict:
         """Draw slices, components, control points and boundary-arc choices.
 
         Args:
             label: int array [X, Y, Z], classes 0..K-1 (0 is background).
             ignore_label: value of unannotated voxels; must not occur in ``label``.
             rng: the only source of randomness.
+            spacing: voxel size in mm (X, Y, Z); checked, not used (this style works in pixels).
 
         Returns:
             JSON-serialisable dict: ``axis`` (resolved), ``shape``, ``thickness``, ``smoothness`` and
@@ -115,6 +120,7 @@ class SlicewiseScribbles(ScribbleStyle):
         """
         lab = check_label(label, ignore_label)
         check_rng(rng)
+        check_spacing(spacing)
         axis = self._resolve_axis(lab.shape)
         vol = np.moveaxis(lab, axis, 0)
         has_fg = (vol > 0).reshape(vol.shape[0], -1).any(axis=1)
@@ -142,13 +148,15 @@ class SlicewiseScribbles(ScribbleStyle):
         return {"style": self.name, "axis": axis, "shape": list(lab.shape), "thickness": self.thickness,
                 "smoothness": self.smoothness, "slices": slices}
 
-    def apply(self, label, params: dict, *, ignore_label: int, return_strokes: bool = False):
+    def apply(self, label, params: dict, *, ignore_label: int, spacing=DEFAULT_SPACING,
+              return_strokes: bool = False):
         """Draw the strokes described by ``params`` (from :meth:`make_params`) on ``label``.
 
         Args:
             label: the int array [X, Y, Z] given to :meth:`make_params`.
             params: the parameters; only they (not this instance's configuration) are used.
             ignore_label: value of unannotated voxels.
+            spacing: voxel size in mm (X, Y, Z); checked, not used.
             return_strokes: also return one :class:`StrokeRecord` per drawn stroke.
 
         Returns:
@@ -156,6 +164,7 @@ class SlicewiseScribbles(ScribbleStyle):
             ``ignore_label`` elsewhere; with ``return_strokes``, ``(partial, records)``.
         """
         lab = check_label(label, ignore_label)
+        check_spacing(spacing)
         if params.get("style", self.name) != self.name:
             raise ValueError(f"params were made by style {params['style']!r}, not {self.name!r}")
         if list(params.get("shape", [])) != list(lab.shape):
