@@ -28,10 +28,13 @@ from experts.errors import ModelFileError
 from experts.networks import NETWORKS, ConditionedNetwork, create_network
 from experts.training.checkpoint import load_checked, save_checked
 
-__all__ = ["ModelBundle", "save_bundle", "load_bundle", "FORMAT"]
+__all__ = ["ModelBundle", "save_bundle", "load_bundle", "FORMAT", "VERSION", "READABLE_VERSIONS"]
 
 FORMAT = "expertseg-model"
-VERSION = 1
+#: version 2: ``arch.kwargs`` may name the network's returned ``features`` and ``config.yaml`` holds
+#: loss terms and ``{name, params}`` components (version 1 files load through the config aliases)
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -107,7 +110,7 @@ def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> Mo
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelFileError(f"{meta_path}: not valid JSON; the model folder is damaged") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
         raise ModelFileError(f"{meta_path}: not an expertseg model (format {meta.get('format')!r} version {meta.get('version')!r})")
     arch = meta.get("arch") or {}
     if arch.get("name") not in NETWORKS:

@@ -177,7 +177,7 @@ def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overri
     Examples:
       expertseg adapt --model runs/pretrain --data demo_data --expert drnew --shots 3 --out runs/adapt-drnew
       expertseg adapt --model models:/expertseg-BrainTissueDemo@pretrained --data demo_data \\
-          --expert drnew --cases case001,case004 --set adapt.init=mean --out runs/adapt2
+          --expert drnew --cases case001,case004 --set adapt.init.name=mean --out runs/adapt2
     """
     from pipelines.adapt import adapt as run
     from pipelines.runtime.common import parse_list
@@ -192,8 +192,9 @@ def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overri
 @click.option("--adapter", "adapters", multiple=True, help="Extra adapter to stack onto the model (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@config_options
 @user_errors
-def predict(model, images, experts, adapters, out, overwrite):
+def predict(model, images, experts, adapters, out, overwrite, config_path, overrides):
     """Segment scans the way each expert would; also consensus and disagreement maps.
 
     \b
@@ -202,7 +203,7 @@ def predict(model, images, experts, adapters, out, overwrite):
     """
     from pipelines.predict import predict as run
 
-    run(model=model, images=images, out=out, experts=experts, adapters=list(adapters), overwrite=overwrite, progress=sys.stderr.isatty())
+    run(model=model, images=images, out=out, experts=experts, adapters=list(adapters), overwrite=overwrite, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
 
 
 @cli.command()
@@ -237,10 +238,11 @@ def tune(data, stage, trials, out, storage, study_name, model, expert, shots, pr
 @cli.command()
 @click.option("--pred", required=True, type=click.Path(exists=True, file_okay=False), help="Predictions: the --out folder of 'expertseg predict'.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset holding the experts' labels.")
-@click.option("--tolerance", default=1.0, show_default=True, help="Normalised surface Dice tolerance in mm.")
+@click.option("--tolerance", default=None, type=float, help="Normalised surface Dice tolerance in mm (default: evaluate.tolerance_mm of the config, 1.0).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write evaluation.json/.csv (default: --pred).")
+@config_options
 @user_errors
-def evaluate(pred, data, tolerance, out):
+def evaluate(pred, data, tolerance, out, config_path, overrides):
     """Dice, IoU, HD95, ASSD and NSD per case, expert and class (JSON + CSV).
 
     \b
@@ -249,7 +251,7 @@ def evaluate(pred, data, tolerance, out):
     """
     from pipelines.evaluate import evaluate as run
 
-    run(pred=pred, data=data, tolerance=tolerance, out=out, progress=sys.stderr.isatty())
+    run(pred=pred, data=data, tolerance=tolerance, out=out, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
 
 
 @cli.command()

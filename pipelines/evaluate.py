@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from experts.errors import DatasetError
+from experts.errors import ConfigError, DatasetError
 
 __all__ = ["evaluate", "score_pair", "METRICS"]
 
@@ -43,8 +43,18 @@ def score_pair(prediction: np.ndarray, reference: np.ndarray, *, class_names: li
     return rows
 
 
-def evaluate(*, pred: str, data: str, tolerance: float = 1.0, out: str | None = None, progress: bool = True) -> dict:
-    """Score every prediction that has a matching label; write ``evaluation.json`` and ``.csv``."""
+def evaluate(*, pred: str, data: str, tolerance: float | None = None, out: str | None = None, config_path: str | None = None, overrides: tuple[str, ...] = (), progress: bool = True) -> dict:
+    """Score every prediction that has a matching label; write ``evaluation.json`` and ``.csv``.
+
+    ``tolerance`` (mm, normalised surface Dice) defaults to the config's ``evaluate.tolerance_mm``."""
+    import math
+
+    from pipelines.runtime.config import load_config
+
+    if tolerance is None:
+        tolerance = load_config(config_path, overrides).evaluate.tolerance_mm
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"--tolerance must be a number of mm >= 0, got {tolerance}")
     from tqdm.auto import tqdm
 
     from experts.data.manifest import scan_dataset

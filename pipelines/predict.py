@@ -50,14 +50,18 @@ def find_cases(images: str | Path, *, num_channels: int) -> dict[str, list[Path]
     return out
 
 
-def predict(*, model: str, images: str, out: str, experts: str = "all", adapters: list[str] | None = None, overwrite: bool = False, overlap: float | None = None, progress: bool = True) -> dict:
-    """Predict and write NIfTIs; returns the manifest written to ``<out>/predictions.json``."""
+def predict(*, model: str, images: str, out: str, experts: str = "all", adapters: list[str] | None = None, overwrite: bool = False, overlap: float | None = None, config_path: str | None = None, overrides: tuple[str, ...] = (), progress: bool = True) -> dict:
+    """Predict and write NIfTIs; returns the manifest written to ``<out>/predictions.json``.
+
+    The ``predict`` section of the config (``--config`` / ``--set``: overlap, sliding-window batch,
+    blending) sets how; ``overlap`` overrides it."""
     from experts.data.nifti import save_volume
     from experts.predictor import disagreement, predict_case
     from pipelines.runtime.config import load_config
     from pipelines.runtime.models import load_model
 
     t0 = time.perf_counter()
+    pcfg = load_config(config_path, overrides).predict
     device = select_device()
     bundle = load_model(model, device=device, adapters=adapters)
     wanted = bundle.experts if experts in ("all", "", None) else [e.strip() for e in experts.split(",") if e.strip()]
@@ -71,7 +75,6 @@ def predict(*, model: str, images: str, out: str, experts: str = "all", adapters
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]}: exists ({len(existing)} output file(s) would be replaced); pass --overwrite or choose another --out")
-    pcfg = load_config(None).predict
     written = []
     for case, paths in tqdm(cases.items(), desc="predict", disable=not progress, leave=False):
         pred = predict_case(bundle, paths, wanted, device=device, overlap=pcfg.overlap if overlap is None else overlap, sw_batch_size=pcfg.sw_batch_size, blend=pcfg.blend)

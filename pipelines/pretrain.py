@@ -8,6 +8,7 @@ gets the same and registers the bundle with alias ``pretrained``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -121,20 +122,7 @@ def pretrain(
         on_validate: called with ``(step, scores)`` after each validation (pruning hooks may raise).
         register: override ``tracking.register``.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from experts.data.datasets import PatchDataset, VolumeCache
-    from experts.data.transforms import training_augmentation
-    from experts.losses import TermContext, build_loss
-    from experts.records import collate_batch
-    from experts.training.checkpoint import CheckpointDir, rng_state, set_rng_state
-    from experts.training.loop import Callbacks, fit
-    from experts.training.sampling import ExpertBalancedSampler
-    from experts.training.schedule import make_optimizer, make_schedule, param_groups
-    from experts.training.validation import expert_dice
-    from pipelines.runtime.distributed import init_distributed, replica_digests
-    from pipelines.runtime.tracking import NullTracker
+    from pipelines.runtime.distributed import init_distributed
 
     t_start = time.perf_counter()
     cfg = load_config(config_path, overrides)
@@ -150,172 +138,201 @@ def pretrain(
         out = Path(out)
         seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
         s = setup_pretraining(cfg, data, include=include, exclude=exclude, cases=cases)
-        device = torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() and ctx.enabled else select_device()
-        net = s.network.to(device)
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else net
-        resolved = config_to_dict(cfg)
-        if ctx.is_main:
-            (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-            s.plan.save(out / "plan.json")
-            (out / "dataset.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
-
-        # --- data ----------------------------------------------------------------------------
-        train_labels = {(it.case, it.expert): s.manifest.label(it.case, it.expert).path for it in s.items}
-        train_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in s.train_cases}, labels=train_labels, pad=True, cache=cfg.data.cache, progress=progress and ctx.is_main)
-        val_targets = _dense_targets(s.manifest, s.val_cases, s.rows, split="train") if ctx.is_main else {}
-        val_cache = VolumeCache(s.plan, images={c: s.manifest.cases[c].images for c in val_targets}, labels={(c, e): s.manifest.label(c, e).path for c, pairs in val_targets.items() for e, _ in pairs}, pad=False, cache=cfg.data.cache)
-        sampler = ExpertBalancedSampler(s.items, batch_size=cfg.train.batch_size * ctx.world_size, seed=cfg.seed, expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights)
-        augmentation = training_augmentation(s.plan, flip=cfg.augment.flip, rotate90=cfg.augment.rotate90, intensity=cfg.augment.intensity)
-        dataset = PatchDataset(train_cache, s.items, augmentation)
-
-        # --- optimisation ----------------------------------------------------------------------
-        loss_fn = build_loss(cfg.loss.terms, TermContext(ignore_label=s.plan.num_classes, num_classes=s.plan.num_classes, spacing=tuple(s.plan.spacing)), network_features=net.returned_features).to(device)
-        groups = param_groups(net, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, style_lr_scale=cfg.train.style_lr_scale)
-        optimizer = make_optimizer(groups, name=cfg.train.optimizer, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
-        schedule = make_schedule(optimizer, name=cfg.train.schedule, steps=cfg.train.steps, warmup_steps=cfg.train.warmup_steps)
-        checkpoints = CheckpointDir(out / "checkpoints")
-        start_step, run_id = 0, None
-        if resume:
-            state, problems = checkpoints.latest_valid()
-            for p in problems if ctx.is_main else []:
-                click.echo(f"warning: skipped damaged checkpoint: {p}", err=True)
-            run_id = json.loads((out / "run.json").read_text()).get("mlflow_run_id")
-            if state is not None:
-                net.load_state_dict(state["model"])
-                loss_fn.load_state_dict(state.get("loss", {}))
-                optimizer.load_state_dict(state["optimizer"])
-                schedule.load_state_dict(state["schedule"])
-                set_rng_state(state["rng"])
-                start_step = int(state["step"])
-                if ctx.is_main:
-                    click.echo(f"resuming from step {start_step}")
-
-        tags = {
-            "dataset": s.manifest.spec.name,
-            "experts": ",".join(s.experts),
-            "label_kinds": ",".join(sorted({it.kind for it in s.items})),
-            "pooled": str(cfg.sampling.pool_experts).lower(),
-            "world_size": ctx.world_size,
-        }
-        tracker = Tracker(run_dir=out, stage="pretrain", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=out.name, tags=tags, resume_run_id=run_id, parent_run_id=parent_run_id) if ctx.is_main else NullTracker()
+        run = _Run.build(cfg, s, out=out, ctx=ctx, progress=progress)
+        start_step, run_id = run.restore() if resume else (0, None)
+        tracker = _tracker(cfg, s, out=out, ctx=ctx, run_id=run_id, parent_run_id=parent_run_id)
         with tracker:
             if ctx.is_main:
-                (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root)}, indent=2))
-            if start_step == 0:
-                tracker.log_params(flatten(resolved))
-                tracker.log_params({"plan." + k: v for k, v in flatten(s.plan.to_dict()).items()})
-                tracker.log_params({"n_train_cases": len(s.train_cases), "n_val_cases": len(s.val_cases), "n_train_labels": len(s.items), "device": device.type, "world_size": ctx.world_size})
-                tracker.log_dataset(s.manifest)
-                for name in ("plan.json", "config.yaml", "dataset.json"):
-                    tracker.log_artifact(out / name)
-
-            def log(step, parts):
-                tracker.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=step)
-
-            def validate(step):
-                if not val_targets:
-                    return None
-                scores = expert_dice(net, cache=val_cache, targets=val_targets, class_names=s.plan.class_names, patch_size=s.plan.patch_size, device=device, sw_batch_size=cfg.predict.sw_batch_size)
-                tracker.log_metrics(_dice_metrics("val", scores), step=step)
-                if on_validate is not None:
-                    on_validate(step, scores)
-                return scores
-
-            def checkpoint(step):
-                checkpoints.save(step, {"model": net.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "rng": rng_state(), "experts": s.experts})
-
-            main = ctx.is_main
-            loader = DataLoader(dataset, batch_sampler=list(sampler.iterate(start_step, cfg.train.steps, rank=ctx.rank, world_size=ctx.world_size)), collate_fn=collate_batch, num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
-            fit(
-                model=model,
-                loss_fn=loss_fn,
-                optimizers=[optimizer],
-                schedules=[schedule],
-                batches=loader,
-                start_step=start_step,
-                steps=cfg.train.steps,
-                device=device,
-                grad_clip=cfg.train.grad_clip,
-                amp=cfg.train.amp,
-                callbacks=Callbacks(on_log=log if main else None, on_validate=validate if main else None, on_checkpoint=checkpoint if main else None, log_every=cfg.train.log_every, val_every=cfg.train.val_every, checkpoint_every=cfg.train.checkpoint_every),
-                progress=progress and main,
-                desc="pretrain",
-            )
+                _log_start(tracker, cfg, s, out=out, device=run.device, ctx=ctx, new=start_step == 0)
+            run.train(tracker, start_step=start_step, on_validate=on_validate)
             train_seconds = time.perf_counter() - t_start
-            digests = replica_digests(net, ctx)
-            if ctx.enabled:
-                tracker.set_tags({"replicas_in_sync": str(len(set(digests)) == 1).lower()})
-                tracker._local("replicas", digests=digests)
-                if len(set(digests)) != 1:
-                    raise RuntimeError(f"distributed replicas diverged: parameter digests {digests}")
-            if not main:
+            _check_replicas(run.net, ctx, tracker)
+            if not ctx.is_main:
                 return {}
-
-            # --- final scores on the test labels ---------------------------------------------
-            test = score_on_test(net, s.manifest, s.plan, s.rows, device=device, sw_batch_size=cfg.predict.sw_batch_size)
-            tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
-            bundle_experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
-            bundle = ModelBundle(network=net, experts=bundle_experts, plan=s.plan, arch=s.arch, config=resolved, lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id})
-            save_bundle(out / "model", bundle)
-            tracker.log_artifact(out / "model", "model")
-            model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)
-            version = None
-            if cfg.tracking.register:
-                version = tracker.register_model(artifact_path="model", name=model_name, alias="pooled" if cfg.sampling.pool_experts else "pretrained", tags={"stage": "pretrain", **tags, "model_id": bundle.model_id})
-            summary = {
-                "stage": "pretrain",
-                "out": str(out.resolve()),
-                "model": str((out / "model").resolve()),
-                "experts": s.experts,
-                "test_dice": test,
-                "seconds": round(time.perf_counter() - t_start, 1),
-                "train_seconds": round(train_seconds, 1),
-                "world_size": ctx.world_size,
-                "mlflow_run_id": tracker.run_id,
-                "registered": {"name": model_name, "version": version} if version else None,
-            }
-            (out / "summary.json").write_text(json.dumps(summary, indent=2))
-            tracker.log_artifact(out / "summary.json")
-            tracker.log_artifact(out / "tracking.jsonl")
+            summary = _finish(cfg, s, out=out, run=run, tracker=tracker, ctx=ctx, seconds=(time.perf_counter() - t_start, train_seconds))
         _print_summary(summary, tracker)
         return summary
     finally:
         ctx.close()
 
 
-def registry_name(dataset_name: str) -> str:
-    """A registry-safe model name: ``expertseg-<dataset>`` without ``/ : . % " '``."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in (dataset_name or "dataset"))
-    return f"expertseg-{safe}"
+@dataclass
+class _Run:
+    """The parts of one pretraining run: network, shared training set-up, optimiser, checkpoints."""
+
+    cfg: Config
+    s: PretrainSetup
+    out: Path
+    ctx: object
+    device: object
+    net: object
+    model: object
+    setup: object
+    optimizer: object
+    schedule: object
+    checkpoints: object
+    val_targets: dict
+    val_cache: object
+    progress: bool
+
+    @classmethod
+    def build(cls, cfg: Config, s: PretrainSetup, *, out: Path, ctx, progress: bool) -> "_Run":
+        import torch
+
+        from experts.data.datasets import VolumeCache
+        from experts.training.checkpoint import CheckpointDir
+        from experts.training.schedule import make_optimizer, make_schedule, param_groups
+        from experts.training.setup import build_training
+        from experts.training.validation import dense_targets
+
+        device = torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() and ctx.enabled else select_device()
+        net = s.network.to(device)
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else net
+        if ctx.is_main:
+            _write_run_files(out, cfg, s)
+        m, t = s.manifest, cfg.train
+        train_cache = VolumeCache(s.plan, images={c: m.cases[c].images for c in s.train_cases}, labels={(it.case, it.expert): m.label(it.case, it.expert).path for it in s.items}, pad=True, cache=cfg.data.cache, progress=progress and ctx.is_main)
+        val_targets = dense_targets(m, s.val_cases, s.rows, split="train") if ctx.is_main else {}
+        val_cache = VolumeCache(s.plan, images={c: m.cases[c].images for c in val_targets}, labels={(c, e): m.label(c, e).path for c, pairs in val_targets.items() for e, _ in pairs}, pad=False, cache=cfg.data.cache)
+        setup = build_training(plan=s.plan, cache=train_cache, items=s.items, network=net, batch_size=t.batch_size * ctx.world_size, seed=cfg.seed, loss_terms=cfg.loss.terms, augment=dataclasses.asdict(cfg.augment), expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights, device=device)
+        optimizer = make_optimizer(param_groups(net, lr=t.lr, weight_decay=t.weight_decay, style_lr_scale=t.style_lr_scale), name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum)
+        schedule = make_schedule(optimizer, name=t.schedule, steps=t.steps, warmup_steps=t.warmup_steps)
+        return cls(cfg, s, out, ctx, device, net, model, setup, optimizer, schedule, CheckpointDir(out / "checkpoints"), val_targets, val_cache, progress)
+
+    def state(self, step: int) -> dict:
+        from experts.training.checkpoint import rng_state
+
+        return {"model": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "step": step, "rng": rng_state(), "experts": self.s.experts}
+
+    def restore(self) -> tuple[int, str | None]:
+        """Continue from the newest valid checkpoint: ``(step, MLflow run id)``."""
+        from experts.training.checkpoint import set_rng_state
+
+        state, problems = self.checkpoints.latest_valid()
+        for p in problems if self.ctx.is_main else []:
+            click.echo(f"warning: skipped damaged checkpoint: {p}", err=True)
+        run_id = json.loads((self.out / "run.json").read_text()).get("mlflow_run_id")
+        if state is None:
+            return 0, run_id
+        self.net.load_state_dict(state["model"])
+        self.setup.loss.load_state_dict(state.get("loss", {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"])
+        if self.ctx.is_main:
+            click.echo(f"resuming from step {int(state['step'])}")
+        return int(state["step"]), run_id
+
+    def validate(self, step: int, tracker, on_validate=None):
+        from experts.training.validation import expert_dice
+
+        if not self.val_targets:
+            return None
+        plan = self.s.plan
+        scores = expert_dice(self.net, cache=self.val_cache, targets=self.val_targets, class_names=plan.class_names, patch_size=plan.patch_size, device=self.device, sw_batch_size=self.cfg.predict.sw_batch_size)
+        tracker.log_metrics(_dice_metrics("val", scores), step=step)
+        if on_validate is not None:
+            on_validate(step, scores)
+        return scores
+
+    def train(self, tracker, *, start_step: int, on_validate=None) -> None:
+        from experts.training.loop import Callbacks, fit
+
+        t, main = self.cfg.train, self.ctx.is_main
+        callbacks = Callbacks(
+            on_log=(lambda step, parts: tracker.log_metrics({f"train/{k}": v for k, v in parts.items()}, step=step)) if main else None,
+            on_validate=(lambda step: self.validate(step, tracker, on_validate)) if main else None,
+            on_checkpoint=(lambda step: self.checkpoints.save(step, self.state(step))) if main else None,
+            log_every=t.log_every,
+            val_every=t.val_every,
+            checkpoint_every=t.checkpoint_every,
+        )
+        loader = self.setup.loader(start_step, t.steps, rank=self.ctx.rank, world_size=self.ctx.world_size, num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
+        fit(model=self.model, loss_fn=self.setup.loss, optimizers=[self.optimizer], schedules=[self.schedule], batches=loader, start_step=start_step, steps=t.steps, device=self.device, grad_clip=t.grad_clip, amp=t.amp, callbacks=callbacks, progress=self.progress and main, desc="pretrain")
 
 
-def score_on_test(net, manifest, plan, rows: dict[str, int], *, device, sw_batch_size: int = 2, extra: dict[str, tuple[str, int]] | None = None) -> dict:
-    """Dice per expert and class on ``labelsTs`` (dense labels of the experts in ``rows``).
-
-    ``extra`` scores more rows in the same pass: ``{key: (label expert, row)}``, reported under key.
-    """
-    from experts.data.datasets import VolumeCache
-    from experts.training.validation import Target, expert_dice
-
-    targets = _dense_targets(manifest, manifest.case_ids("test"), rows, split="test")
-    for key, (label_expert, row) in (extra or {}).items():
-        for case, pairs in targets.items():
-            if any(e == label_expert for e, _ in pairs):
-                pairs.append(Target(label_expert, row, key))
-    if not targets:
-        return {}
-    cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in targets}, labels={(c, t[0]): manifest.label(c, t[0]).path for c, pairs in targets.items() for t in pairs}, pad=False)
-    return expert_dice(net, cache=cache, targets=targets, class_names=plan.class_names, patch_size=plan.patch_size, device=device, sw_batch_size=sw_batch_size)
+def _write_run_files(out: Path, cfg: Config, s: PretrainSetup) -> None:
+    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    s.plan.save(out / "plan.json")
+    (out / "dataset.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
 
 
-def _dense_targets(manifest, cases, rows: dict[str, int], *, split: str) -> dict[str, list[tuple[str, int]]]:
-    targets: dict[str, list[tuple[str, int]]] = {}
-    for c in cases:
-        for e, row in rows.items():
-            lf = manifest.label(c, e)
-            if lf is not None and lf.kind == "dense" and lf.split == split:
-                targets.setdefault(c, []).append((e, row))
-    return targets
+def _tags(cfg: Config, s: PretrainSetup, world_size: int) -> dict:
+    return {
+        "dataset": s.manifest.spec.name,
+        "experts": ",".join(s.experts),
+        "label_kinds": ",".join(sorted({it.kind for it in s.items})),
+        "pooled": str(cfg.sampling.pool_experts).lower(),
+        "world_size": world_size,
+    }
+
+
+def _tracker(cfg: Config, s: PretrainSetup, *, out: Path, ctx, run_id, parent_run_id):
+    """The run's tracker on rank 0, a null tracker elsewhere."""
+    from pipelines.runtime.tracking import NullTracker
+
+    if not ctx.is_main:
+        return NullTracker()
+    return Tracker(run_dir=out, stage="pretrain", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=out.name, tags=_tags(cfg, s, ctx.world_size), resume_run_id=run_id, parent_run_id=parent_run_id)
+
+
+def _log_start(tracker, cfg: Config, s: PretrainSetup, *, out: Path, device, ctx, new: bool) -> None:
+    """``run.json`` (the MLflow run to resume), and on a new run its parameters and inputs."""
+    (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root)}, indent=2))
+    if not new:
+        return
+    tracker.log_params(flatten(config_to_dict(cfg)))
+    tracker.log_params({"plan." + k: v for k, v in flatten(s.plan.to_dict()).items()})
+    tracker.log_params({"n_train_cases": len(s.train_cases), "n_val_cases": len(s.val_cases), "n_train_labels": len(s.items), "device": device.type, "world_size": ctx.world_size})
+    tracker.log_dataset(s.manifest)
+    for name in ("plan.json", "config.yaml", "dataset.json"):
+        tracker.log_artifact(out / name)
+
+
+def _check_replicas(net, ctx, tracker) -> None:
+    """Under DDP, every replica must end with the same weights."""
+    from pipelines.runtime.distributed import replica_digests
+
+    digests = replica_digests(net, ctx)
+    if ctx.enabled:
+        tracker.set_tags({"replicas_in_sync": str(len(set(digests)) == 1).lower()})
+        tracker._local("replicas", digests=digests)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"distributed replicas diverged: parameter digests {digests}")
+
+
+def _finish(cfg: Config, s: PretrainSetup, *, out: Path, run: _Run, tracker, ctx, seconds: tuple[float, float]) -> dict:
+    """Test scores, the model bundle (saved, logged, registered) and the summary."""
+    from experts.training.validation import score_test_cases
+    from pipelines.runtime.tracking import registry_name
+
+    test = score_test_cases(run.net, s.manifest, s.plan, s.rows, device=run.device, sw_batch_size=cfg.predict.sw_batch_size)
+    tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
+    experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
+    bundle = ModelBundle(network=run.net, experts=experts, plan=s.plan, arch=s.arch, config=config_to_dict(cfg), lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id})
+    save_bundle(out / "model", bundle)
+    tracker.log_artifact(out / "model", "model")
+    model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)
+    version = None
+    if cfg.tracking.register:
+        alias = "pooled" if cfg.sampling.pool_experts else "pretrained"
+        version = tracker.register_model(artifact_path="model", name=model_name, alias=alias, tags={"stage": "pretrain", **_tags(cfg, s, ctx.world_size), "model_id": bundle.model_id})
+    summary = {
+        "stage": "pretrain",
+        "out": str(out.resolve()),
+        "model": str((out / "model").resolve()),
+        "experts": s.experts,
+        "test_dice": test,
+        "seconds": round(seconds[0], 1),
+        "train_seconds": round(seconds[1], 1),
+        "world_size": ctx.world_size,
+        "mlflow_run_id": tracker.run_id,
+        "registered": {"name": model_name, "version": version} if version else None,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    tracker.log_artifact(out / "summary.json")
+    tracker.log_artifact(out / "tracking.jsonl")
+    return summary
 
 
 def _dice_metrics(prefix: str, scores: dict) -> dict:

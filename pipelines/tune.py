@@ -62,8 +62,8 @@ def _adapt_space(trial, cfg) -> dict:
     return {
         "adapt.lr": trial.suggest_float("adapt.lr", 3e-3, 0.3, log=True),
         "adapt.steps": max(cfg.adapt.eval_every, int(cfg.adapt.steps * trial.suggest_categorical("steps_scale", STEP_SCALES))),
-        "adapt.init": trial.suggest_categorical("adapt.init", ["mean", "nearest"]),
-        "adapt.trainable": trial.suggest_categorical("adapt.trainable", ["rows", "rows+head"]),
+        "adapt.init": {"name": trial.suggest_categorical("adapt.init", ["mean", "nearest"]), "params": {}},
+        "adapt.trainable": {"name": trial.suggest_categorical("adapt.trainable", ["rows", "rows+head"]), "params": {}},
     }
 
 
@@ -184,7 +184,9 @@ def _set_list(params: dict) -> list[str]:
 
 
 def _pretrain_objective(cfg, data, out, parent, config_path, overrides):
-    from pipelines.pretrain import pretrain
+    from pipelines.runtime.stages import stage_runner
+
+    pretrain = stage_runner("pretrain")
 
     def objective(trial):
         params = SEARCH_SPACES["pretrain"](trial, cfg)
@@ -204,17 +206,9 @@ def _pretrain_objective(cfg, data, out, parent, config_path, overrides):
 
 def _adapt_objective(cfg, data, out, parent, model_ref, expert, shots, progress):
     """Adapt on ``shots`` of the doctor's training cases; score on the doctor's other training cases."""
-    import copy
-
-    import optuna
-
-    from experts.adaptation import initial_rows
-    from experts.data.datasets import VolumeCache
+    from experts.adaptation import choose_cases
     from experts.data.manifest import scan_dataset
-    from experts.training.validation import Target, expert_dice
-    from pipelines.adapt import adapt_rows, choose_cases
     from pipelines.runtime.models import load_model
-    from pipelines.runtime.tracking import Tracker
 
     device = select_device()
     base = load_model(model_ref, device=device)
@@ -224,45 +218,53 @@ def _adapt_objective(cfg, data, out, parent, model_ref, expert, shots, progress)
     dense_rest = [lf.case for lf in manifest.labels_of(expert=expert, split="train", kind="dense") if lf.case not in chosen]
     if not dense_rest:
         raise ConfigError(f"the new doctor {expert!r} has no dense training label outside the {shots} adaptation cases to validate on")
-    val_cases = sorted(dense_rest)[:4]
-    plan = base.plan
-    kinds = {c: manifest.label(c, expert).kind for c in chosen}
-    train_cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in chosen}, labels={(c, expert): manifest.label(c, expert).path for c in chosen}, pad=True)
-    score_cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in chosen + val_cases}, labels={(c, expert): manifest.label(c, expert).path for c in chosen + val_cases}, pad=False)
-    nearest = None
+    train, val = _labelled(manifest, expert, chosen), _labelled(manifest, expert, sorted(dense_rest)[:4])
+    nearest: dict = {}
 
     def objective(trial):
-        nonlocal nearest
         params = SEARCH_SPACES["adapt"](trial, cfg)
         trial.set_user_attr("overrides", params)
-        tcfg = load_config(None, _set_list({"adapt." + k: v for k, v in config_to_dict(cfg)["adapt"].items()}) + _set_list(params))
-        acfg = tcfg.adapt
-        scores = None
-        if acfg.init == "nearest":
-            if nearest is None:
-                per = expert_dice(base.network, cache=score_cache, targets={c: [Target(expert, r, e) for r, e in enumerate(base.experts)] for c in chosen}, class_names=plan.class_names, patch_size=plan.patch_size, device=device)
-                nearest = {e: v["mean"] for e, v in per.items()}
-            scores = nearest
-        rows, _ = initial_rows(base.network, acfg.init, experts=base.experts, scores=scores)
-        tracker = Tracker(run_dir=out / f"trial-{trial.number:04d}", stage="tune", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=f"trial-{trial.number}", tags={"study": trial.study.study_name, "trial": trial.number, "annotator": expert}, parent_run_id=parent)
-        with tracker:
-            tracker.log_params({**params, "shots": shots, "validation_cases": ",".join(val_cases)})
-
-            def on_score(step, value):
-                tracker.log_metrics({"val/dice": value}, step=step)
-                _report(trial, step, value)
-
-            try:
-                _, _, _, history, best_step = adapt_rows(base, rows_init=rows, expert=expert, cache=train_cache, items_cases=[(c, kinds[c]) for c in chosen], plan=plan, acfg=acfg, seed=cfg.seed, steps=acfg.steps, device=device, score_cache=score_cache, score_cases=val_cases, progress=progress, on_score=on_score)
-            except optuna.TrialPruned:
-                tracker.set_tags({"pruned": "true"})
-                raise
-            value = max(v for _, v in history) if history else 0.0
-            tracker.log_metrics({"objective": value}, step=best_step)
-            trial.set_user_attr("best_step", best_step)
-            return value
+        tcfg = load_config(None, _set_list({"adapt." + k: v for k, v in config_to_dict(cfg)["adapt"].items()}) + _set_list(params) + [f"seed={cfg.seed}"])
+        tcfg.tracking = cfg.tracking
+        return _adapt_trial(trial, tcfg, base, expert, train=train, val=val, nearest=nearest, out=out, parent=parent, shots=shots, params=params, device=device, progress=progress)
 
     return objective
+
+
+def _labelled(manifest, expert: str, cases: list[str]) -> list:
+    from experts.adaptation import LabelledCase
+
+    return [LabelledCase(case=c, images=tuple(manifest.cases[c].images), label=manifest.label(c, expert).path, kind=manifest.label(c, expert).kind) for c in cases]
+
+
+def _adapt_trial(trial, tcfg, base, expert, *, train, val, nearest: dict, out, parent, shots, params, device, progress) -> float:
+    """One trial: an adapter scored on the validation cases every ``eval_every`` steps (pruned on
+    them); the nearest-expert scores are computed once and shared by the trials."""
+    import optuna
+
+    from pipelines.runtime.builders import adapter_from_config
+    from pipelines.runtime.tracking import Tracker
+
+    tracker = Tracker(run_dir=out / f"trial-{trial.number:04d}", stage="tune", backend=tcfg.tracking.backend, experiment=tcfg.tracking.experiment, run_name=f"trial-{trial.number}", tags={"study": trial.study.study_name, "trial": trial.number, "annotator": expert}, parent_run_id=parent)
+    with tracker:
+        tracker.log_params({**params, "shots": shots, "validation_cases": ",".join(c.case for c in val)})
+
+        def on_score(step, value):
+            tracker.log_metrics({"val/dice": value}, step=step)
+            _report(trial, step, value)
+
+        adapter = adapter_from_config(base, expert, tcfg, device=device, progress=progress, on_score=on_score, init_scores=nearest.get("scores"))
+        try:
+            adapter.fit(train, validation=val)
+        except optuna.TrialPruned:
+            tracker.set_tags({"pruned": "true"})
+            raise
+        if adapter.init_scores_ is not None:
+            nearest.setdefault("scores", adapter.init_scores_)
+        value = max(v for _, v in adapter.history_) if adapter.history_ else 0.0
+        tracker.log_metrics({"objective": value}, step=adapter.best_step_)
+        trial.set_user_attr("best_step", adapter.best_step_)
+        return value
 
 
 def _write_results(study, cfg, out: Path, stage: str, config_path, overrides, parent) -> dict:

@@ -23,6 +23,7 @@ __all__ = ["save_adapter", "read_adapter_meta", "apply_adapter", "is_adapter"]
 
 FORMAT = "expertseg-adapter"
 VERSION = 1
+READABLE_VERSIONS = (1,)
 
 
 def is_adapter(folder: str | Path) -> bool:
@@ -74,7 +75,7 @@ def read_adapter_meta(folder: str | Path) -> dict:
         raise ModelFileError(f"{folder}: no adapter.json; pass an adapter folder written by 'expertseg adapt'") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelFileError(f"{path}: not valid JSON; the adapter is damaged") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
         raise ModelFileError(f"{path}: not an expertseg adapter (format {meta.get('format')!r})")
     return meta
 

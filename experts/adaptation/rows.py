@@ -1,54 +1,130 @@
-"""A new expert row in every CIN table, and how to initialise it.
-
-Strategies (config ``adapt.init``), registered by name:
+"""How a new expert's rows start (config ``adapt.init: {name, params}``), registered by name.
 
 - ``mean``: the mean of the existing rows, a style in the middle of the known ones;
 - ``nearest``: the rows of the existing expert whose predictions best match the new doctor's given
   cases (the caller scores them and passes ``scores``);
-- ``expert:<id>``: the rows of a named expert.
+- ``expert`` (``params: {expert: <id>}``): the rows of a named expert.
+
+Each strategy checks its own parameters in its constructor and is called with the existing row
+tables ``{layer: (gamma [E, C], beta [E, C])}``; it returns ``{layer: (gamma [1, C], beta [1, C])}``
+and a word on where the rows came from.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+from experts.errors import ConfigError
 from experts.networks import ConditionedNetwork
+from experts.params import check_params
 from experts.registry import Registry
 
-__all__ = ["INIT_STRATEGIES", "initial_rows"]
+__all__ = ["INIT_STRATEGIES", "InitStrategy", "create_init", "initial_rows"]
 
 INIT_STRATEGIES: Registry = Registry("adaptation init strategy")
 
 
-@INIT_STRATEGIES.register("mean")
-def _mean(tables: dict, *, experts: list[str], scores=None, name=None) -> tuple[dict, str]:
-    return {k: (g.mean(0, keepdim=True), b.mean(0, keepdim=True)) for k, (g, b) in tables.items()}, "mean of rows"
+class InitStrategy:
+    """Base of the init strategies: parameters checked on construction (``Params``)."""
+
+    name: ClassVar[str] = ""
+    #: whether the caller must score the existing experts on the new doctor's cases first
+    needs_scores: ClassVar[bool] = False
+
+    @dataclass
+    class Params:
+        """No parameters."""
+
+    def __init__(self, **params):
+        self.params = check_params(type(self).Params, params, owner=f"adapt.init {self.name!r}")
+
+    def get_params(self) -> dict:
+        return dict(vars(self.params))
+
+    def __call__(self, tables: dict, *, experts: list[str], scores: dict[str, float] | None) -> tuple[dict, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The strategy as written in adapter files: ``mean``, ``nearest``, ``expert:<id>``."""
+        return self.name
 
 
-@INIT_STRATEGIES.register("expert")
-def _named(tables: dict, *, experts: list[str], scores=None, name=None) -> tuple[dict, str]:
-    if name not in experts:
-        raise ValueError(f"cannot initialise from expert {name!r}: the model knows {', '.join(experts)}")
-    i = experts.index(name)
-    return {k: (g[i : i + 1], b[i : i + 1]) for k, (g, b) in tables.items()}, name
+def _register(name: str):
+    def wrap(cls):
+        INIT_STRATEGIES.register(name)(cls)
+        cls.name = name
+        return cls
+
+    return wrap
 
 
-@INIT_STRATEGIES.register("nearest")
-def _nearest(tables: dict, *, experts: list[str], scores=None, name=None) -> tuple[dict, str]:
-    if not scores:
-        raise ValueError("'nearest' needs scores of the existing experts on the new doctor's cases")
-    best = max(scores, key=lambda e: scores[e])
-    return _named(tables, experts=experts, name=best)
+def _rows_of(tables: dict, i: int) -> dict:
+    return {k: (g[i : i + 1], b[i : i + 1]) for k, (g, b) in tables.items()}
 
 
-def initial_rows(net: ConditionedNetwork, strategy: str, *, experts: list[str], scores: dict[str, float] | None = None) -> tuple[dict, str]:
+@_register("mean")
+class MeanRows(InitStrategy):
+    """The mean of the existing experts' rows."""
+
+    def __call__(self, tables, *, experts, scores=None):
+        return {k: (g.mean(0, keepdim=True), b.mean(0, keepdim=True)) for k, (g, b) in tables.items()}, "mean of rows"
+
+
+@_register("expert")
+class NamedExpertRows(InitStrategy):
+    """A copy of one named expert's rows."""
+
+    @dataclass
+    class Params:
+        expert: str  #: the expert whose rows to copy
+
+    def __call__(self, tables, *, experts, scores=None):
+        if self.params.expert not in experts:
+            raise ConfigError(f"adapt.init: cannot initialise from expert {self.params.expert!r}: the model knows {', '.join(experts)}")
+        return _rows_of(tables, experts.index(self.params.expert)), self.params.expert
+
+    def describe(self) -> str:
+        return f"expert:{self.params.expert}"
+
+
+@_register("nearest")
+class NearestRows(InitStrategy):
+    """A copy of the rows of the existing expert that best matches the new doctor's cases."""
+
+    needs_scores = True
+
+    def __call__(self, tables, *, experts, scores=None):
+        if not scores:
+            raise ValueError("'nearest' needs scores of the existing experts on the new doctor's cases")
+        best = max(scores, key=lambda e: scores[e])
+        if best not in experts:
+            raise ConfigError(f"adapt.init: scored expert {best!r} is not in the model ({', '.join(experts)})")
+        return _rows_of(tables, experts.index(best)), best
+
+
+def create_init(spec) -> InitStrategy:
+    """An :class:`InitStrategy` from a name (``"expert:<id>"`` too), ``{name, params}`` or an instance."""
+    if isinstance(spec, InitStrategy):
+        return spec
+    if isinstance(spec, str):
+        name, params = (("expert", {"expert": spec.split(":", 1)[1]}) if spec.startswith("expert:") else (spec, {}))
+    else:
+        get = spec.get if isinstance(spec, dict) else lambda k, d=None: getattr(spec, k, d)
+        name, params = get("name"), get("params") or {}
+    if name not in INIT_STRATEGIES:
+        raise ConfigError(f"adapt.init: unknown init strategy {name!r}; known: {', '.join(INIT_STRATEGIES.names())}")
+    return INIT_STRATEGIES.get(name)(**params)
+
+
+def initial_rows(net: ConditionedNetwork, strategy, *, experts: list[str], scores: dict[str, float] | None = None) -> tuple[dict, str]:
     """Rows ``{layer: (gamma [1, C], beta [1, C])}`` for a new expert, and what they came from.
 
     Args:
         net: the pretrained network (its existing rows).
-        strategy: ``"mean"``, ``"nearest"`` or ``"expert:<id>"``.
+        strategy: a name (``"mean"``, ``"nearest"``, ``"expert:<id>"``), ``{name, params}`` or an
+            :class:`InitStrategy`.
         experts: expert ids in row order.
         scores: for ``nearest``: expert id -> how well its predictions match the new doctor.
     """
-    name = None
-    if strategy.startswith("expert:"):
-        strategy, name = "expert", strategy.split(":", 1)[1]
-    return INIT_STRATEGIES.get(strategy)(net.row_tables(), experts=experts, scores=scores, name=name)
+    return create_init(strategy)(net.row_tables(), experts=experts, scores=scores)

@@ -60,6 +60,18 @@ class ConditionalInstanceNorm(nn.Module):
         self.beta.append(b)
         return g, b
 
+    def split_row(self, row: int) -> tuple[nn.Parameter, nn.Parameter]:
+        """Make ``row`` a block of its own (order kept) and return its two parameters, so that an
+        optimiser can own one existing expert's row alone."""
+        gamma, beta = self.table()
+        if not 0 <= row < gamma.shape[0]:
+            raise ValueError(f"row {row} is not in this table of {gamma.shape[0]} experts")
+        cuts = [(0, row), (row, row + 1), (row + 1, gamma.shape[0])]
+        self.gamma = nn.ParameterList([nn.Parameter(gamma[a:b].detach().clone()) for a, b in cuts if b > a])
+        self.beta = nn.ParameterList([nn.Parameter(beta[a:b].detach().clone()) for a, b in cuts if b > a])
+        index = 1 if row > 0 else 0
+        return self.gamma[index], self.beta[index]
+
     def merge_blocks(self) -> None:
         """Fold every block into one table (for saving a plain full model)."""
         gamma, beta = self.table()

@@ -102,6 +102,15 @@ class ConditionedNetwork(nn.Module):
             params += list(layer.add_experts(*rows[name]))
         return index, params
 
+    def expert_row_parameters(self, row: int) -> list[nn.Parameter]:
+        """An existing expert's rows as parameters of their own (row blocks are split, order kept),
+        for continuing to train that expert alone."""
+        self._check_row(row)
+        params: list[nn.Parameter] = []
+        for layer in self.cin_layers().values():
+            params += list(layer.split_row(row))
+        return params
+
     def remove_expert(self, row: int) -> None:
         """Drop one expert's rows (and head); later experts move down by one row."""
         self._check_row(row)

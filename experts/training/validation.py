@@ -15,7 +15,7 @@ import torch
 
 from experts.inference import predict_experts
 
-__all__ = ["Target", "expert_dice"]
+__all__ = ["Target", "expert_dice", "dense_targets", "score_test_cases"]
 
 
 class Target(NamedTuple):
@@ -73,3 +73,41 @@ def expert_dice(
         means["mean"] = float(np.mean(list(means.values()))) if means else float("nan")
         out[key] = means
     return out
+
+
+def dense_targets(manifest, cases, rows: dict[str, int], *, split: str) -> dict[str, list[tuple[str, int]]]:
+    """``{case: [(expert, row), ...]}`` for every dense label of the experts in ``rows`` on ``cases``."""
+    targets: dict[str, list[tuple[str, int]]] = {}
+    for c in cases:
+        for e, row in rows.items():
+            lf = manifest.label(c, e)
+            if lf is not None and lf.kind == "dense" and lf.split == split:
+                targets.setdefault(c, []).append((e, row))
+    return targets
+
+
+def score_test_cases(net, manifest, plan, rows: dict[str, int], *, device, sw_batch_size: int = 2, extra: dict[str, tuple[str, int]] | None = None) -> dict:
+    """Dice per expert and class on the held-out cases (``labelsTs``, dense labels of ``rows``' experts).
+
+    Args:
+        net: the network.
+        manifest: the scanned dataset.
+        plan: the preprocessing plan.
+        rows: expert id -> its row in ``net``.
+        extra: more rows scored in the same pass, ``{key: (label expert, row)}``, reported under key
+            (e.g. the initial row of an adaptation, against the same doctor's labels).
+
+    Returns:
+        As :func:`expert_dice`; empty when no test case has such a label.
+    """
+    from experts.data.datasets import VolumeCache
+
+    targets = dense_targets(manifest, manifest.case_ids("test"), rows, split="test")
+    for key, (label_expert, row) in (extra or {}).items():
+        for pairs in targets.values():
+            if any(e == label_expert for e, _ in pairs):
+                pairs.append(Target(label_expert, row, key))
+    if not targets:
+        return {}
+    cache = VolumeCache(plan, images={c: manifest.cases[c].images for c in targets}, labels={(c, t[0]): manifest.label(c, t[0]).path for c, pairs in targets.items() for t in pairs}, pad=False)
+    return expert_dice(net, cache=cache, targets=targets, class_names=plan.class_names, patch_size=plan.patch_size, device=device, sw_batch_size=sw_batch_size)

@@ -22,14 +22,14 @@ def zero_shot_mean_row(model_dir: str, data, expert: str) -> dict:
     from experts.adaptation import initial_rows
     from experts.data.manifest import scan_dataset
     from pipelines.runtime.models import load_model
-    from pipelines.pretrain import score_on_test
+    from experts.training.validation import score_test_cases
 
     base = load_model(model_dir)
     manifest = scan_dataset(data)
     rows, _ = initial_rows(base.network, "mean", experts=base.experts)
     net = copy.deepcopy(base.network)
     row, _ = net.add_expert(rows)
-    return score_on_test(net, manifest, base.plan, {expert: row}, device="cpu").get(expert, {})
+    return score_test_cases(net, manifest, base.plan, {expert: row}, device="cpu").get(expert, {})
 
 
 def _held_out_pretraining_expert(manifest, pretraining: list[str]) -> str:
@@ -39,7 +39,7 @@ def _held_out_pretraining_expert(manifest, pretraining: list[str]) -> str:
 
 def run(ctx) -> dict:
     from experts.data.manifest import scan_dataset
-    from pipelines.adapt import choose_cases
+    from experts.adaptation import choose_cases
 
     manifest = scan_dataset(ctx.data)
     new = manifest.new_experts[0]
@@ -79,7 +79,7 @@ def run(ctx) -> dict:
                 steps = settings["scratch_steps"]
                 scratch = ctx.pretrain(f"scratch-{h}-k{k}", include=[h], cases=cases, overrides=((f"train.steps={steps}",) if steps else ()))
                 entry["scratch"][str(k)] = scratch["test_dice"].get(h)
-                ft = ctx.adapt(f"finetune-{h}-k{k}", model=base["model"], expert=h, shots=shots, overrides=("seed=0", "adapt.trainable=all"))
+                ft = ctx.adapt(f"finetune-{h}-k{k}", model=base["model"], expert=h, shots=shots, overrides=("seed=0", "adapt.trainable.name=all"))
                 entry["finetune_all"][str(k)] = ft["test_dice"]
         out["held_out"][h] = entry
     return out

@@ -56,10 +56,10 @@ def staple_dataset(manifest, experts: list[str], out: Path) -> Path:
 
 def _score(model_dir: str, manifest, rows: dict[str, int]) -> dict:
     from pipelines.runtime.models import load_model
-    from pipelines.pretrain import score_on_test
+    from experts.training.validation import score_test_cases
 
     bundle = load_model(model_dir)
-    return score_on_test(bundle.network, manifest, bundle.plan, rows, device="cpu")
+    return score_test_cases(bundle.network, manifest, bundle.plan, rows, device="cpu")
 
 
 def run(ctx) -> dict:

@@ -256,8 +256,8 @@ def _modelling(mod: dict, rel: list[str], command: str) -> list[str]:
 def _scribbles(sc: dict, rel: list[str], command: str) -> list[str]:
     af = sc.get("annotated_fraction") or {}
     lines = ["## Scribbles versus dense", "", f"Command: `{sc.get('command', command)}`.", "",
-             f"The same experts' training cases, pretrained from simulated scribbles ({sc['scribble_settings']['style']}, density {sc['scribble_settings']['density']},",
-             f"thickness {sc['scribble_settings']['thickness']}; {_f(100 * af.get('mean', 0), 2)}% of voxels annotated on average) or from the dense labels.", "",
+             f"The same experts' training cases, pretrained from simulated scribbles ({', '.join(f'{k} {v}' for k, v in sc['scribble_settings'].items() if k != 'axis')};",
+             f"{_f(100 * af.get('mean', 0), 2)}% of voxels annotated on average) or from the dense labels.", "",
              "| expert | dense | scribbles | ratio |", "|---|---|---|---|"]
     for ex in sc["experts"]:
         lines.append(f"| {ex} | {_f((sc['dense'].get(ex) or {}).get('mean'))} | {_f((sc['scribbles'].get(ex) or {}).get('mean'))} | {_f(sc['ratio'].get(ex))} |")

@@ -46,7 +46,9 @@ class BenchContext:
 
     def pretrain(self, name: str, *, data: Path | None = None, config: str | None = None, **kwargs) -> dict:
         """A pretraining shared by name between suites (run once, reused)."""
-        from pipelines.pretrain import pretrain
+        from pipelines.runtime.stages import stage_runner
+
+        pretrain = stage_runner("pretrain")
 
         if name in self.runs:
             return self.runs[name]
@@ -61,7 +63,9 @@ class BenchContext:
         return summary
 
     def adapt(self, name: str, *, config: str | None = None, **kwargs) -> dict:
-        from pipelines.adapt import adapt
+        from pipelines.runtime.stages import stage_runner
+
+        adapt = stage_runner("adapt")
 
         out = self.out / "runs" / name
         extra = tuple(kwargs.pop("overrides", ()))

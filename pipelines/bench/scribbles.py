@@ -17,7 +17,7 @@ __all__ = ["run", "derived_dataset"]
 
 def derived_dataset(manifest, experts: list[str], out: Path, *, scribbles: bool, scribble_cfg) -> Path:
     """The dense training labels of ``experts`` (and their test labels), as they are or as scribbles."""
-    from experts.data.nifti import load_volume, save_volume
+    from experts.data.nifti import load_volume, save_volume, spacing_of
     from experts.scribbles import simulate_scribbles
     from pipelines.bench.modelling import _link
 
@@ -30,7 +30,7 @@ def derived_dataset(manifest, experts: list[str], out: Path, *, scribbles: bool,
         dst = out / sub / lf.expert / lf.path.name
         if scribbles and lf.split == "train":
             vol = load_volume(lf.path, kind="label")
-            partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=k, seed=i, style=scribble_cfg.style, density=scribble_cfg.density, thickness=scribble_cfg.thickness, axis=scribble_cfg.axis)
+            partial = simulate_scribbles(np.asarray(vol.array).astype(np.int64), ignore_label=k, seed=i, spacing=spacing_of(vol.affine), style=scribble_cfg.name, **scribble_cfg.params)
             save_volume(dst, partial.astype(np.uint8), vol.affine)
         else:
             _link(lf.path, dst)
@@ -69,5 +69,5 @@ def run(ctx) -> dict:
         "ratio": ratio,
         "mean_ratio": float(np.mean(list(ratio.values()))) if ratio else None,
         "annotated_fraction": {"mean": float(np.mean(fractions)), "min": float(np.min(fractions)), "max": float(np.max(fractions))} if fractions else None,
-        "scribble_settings": {"style": cfg.scribbles.style, "density": cfg.scribbles.density, "thickness": cfg.scribbles.thickness},
+        "scribble_settings": {"style": cfg.scribbles.name, **cfg.scribbles.params},
     }

@@ -76,13 +76,7 @@ def _peak(what: str, probe: dict) -> float:
 
 def run(ctx) -> dict:
     import torch
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from experts.inference import predict_experts
-    from experts.losses import PartialDiceCELoss
-    from experts.networks import create_network
     from pipelines.runtime.config import load_config
 
     cfg = load_config(ctx.config, ctx.overrides)
@@ -93,11 +87,32 @@ def run(ctx) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch, 1, *patch)
     y = torch.randint(0, k, (batch, 1, *patch))
-    experts = torch.arange(batch) % e
+    cin, steps = _train_steps(x, y, channels=channels, k=k, e=e)
+    volume = [int(s * 1.75) for s in patch]
+    probe = {"threads": threads, "k": k, "e": e, "channels": channels, "batch": batch, "patch": patch, "volume": volume, "sw": cfg.predict.sw_batch_size}
+    return {
+        "settings": {"channels": channels, "patch": patch, "batch": batch, "experts": e, "classes": k, "threads": threads, "volume": volume},
+        **steps,
+        "loss_seconds": _loss_times(y, k=k),
+        "prediction_seconds": _prediction_times(cin, volume, patch=patch, e=e, sw=cfg.predict.sw_batch_size),
+        "peak_memory_mb": {"train_step": _peak("train", probe), "prediction_all_experts": _peak("predict", probe)},
+    }
 
+
+def _train_steps(x, y, *, channels, k: int, e: int):
+    """Train-step time, FLOPs and achieved GFLOP/s of the CIN U-Net and MONAI's UNet."""
+    import torch
+    from monai.networks.nets import UNet
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from experts.losses import PartialDiceCELoss
+    from experts.networks import create_network
+
+    experts = torch.arange(x.shape[0]) % e
     cin = create_network("cin_unet", in_channels=1, num_classes=k, num_experts=e, channels=channels)
     monai = UNet(spatial_dims=3, in_channels=1, out_channels=k, channels=channels, strides=[2] * (len(channels) - 1), norm="instance")
     loss = PartialDiceCELoss(ignore_label=k)
+    calls = {"cin_unet": (cin, lambda n: n(x, experts).logits), "monai_unet": (monai, lambda n: n(x))}
 
     def step(net, call):
         opt = torch.optim.AdamW(net.parameters())
@@ -109,40 +124,47 @@ def run(ctx) -> dict:
 
         return go
 
-    cin_step = step(cin, lambda n: n(x, experts).logits)
-    monai_step = step(monai, lambda n: n(x))
-    t_cin, t_monai = timeit(cin_step), timeit(monai_step)
-
-    def flops(call, net):
+    def flops(net, call):
         with FlopCounterMode(display=False) as fc:
             loss(call(net), y)["loss"].backward()
         net.zero_grad()
         return fc.get_total_flops()
 
-    f_cin, f_monai = flops(lambda n: n(x, experts).logits, cin), flops(lambda n: n(x), monai)
+    t = {name: timeit(step(*nc)) for name, nc in calls.items()}
+    f = {name: flops(*nc) for name, nc in calls.items()}
     peak = matmul_peak_gflops()
+    g = {name: f[name] / t[name] / 1e9 for name in calls}
+    return cin, {
+        "train_step_seconds": {**t, "ratio": t["cin_unet"] / t["monai_unet"]},
+        "train_step_gflop": {name: v / 1e9 for name, v in f.items()},
+        "achieved_gflops": {**g, "matmul_peak": peak, "cin_fraction_of_peak": g["cin_unet"] / peak},
+    }
 
-    logits = torch.randn(batch, k, *patch, requires_grad=True)
+
+def _loss_times(y, *, k: int) -> dict:
+    """Partial Dice+CE against MONAI's DiceCELoss, forward + backward, half the voxels unannotated."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from experts.losses import PartialDiceCELoss
+
+    logits = torch.randn(y.shape[0], k, *y.shape[2:], requires_grad=True)
     yt = y.clone()
-    yt[:, :, ::2] = k  # half the voxels unannotated
-    monai_loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    yt[:, :, ::2] = k
+    loss, monai_loss = PartialDiceCELoss(ignore_label=k), DiceCELoss(to_onehot_y=True, softmax=True)
     t_partial = timeit(lambda: loss(logits, yt)["loss"].backward(), repeats=9)
-    t_monai_loss = timeit(lambda: monai_loss(logits, y).backward(), repeats=9)
+    t_monai = timeit(lambda: monai_loss(logits, y).backward(), repeats=9)
+    return {"partial_dice_ce": t_partial, "monai_dice_ce": t_monai, "ratio": t_partial / t_monai}
 
-    volume = [1] + [int(s * 1.75) for s in patch]
-    vol = torch.randn(*volume)
+
+def _prediction_times(cin, volume, *, patch, e: int, sw: int) -> dict:
+    """All experts in one batched sliding-window pass against one pass per expert."""
+    import torch
+
+    from experts.inference import predict_experts
+
+    vol = torch.randn(1, *volume)
     cin.eval()
-    sw = cfg.predict.sw_batch_size
     t_batched = timeit(lambda: predict_experts(cin, vol, list(range(e)), patch_size=patch, sw_batch_size=sw), repeats=3, warmup=1)
     t_each = timeit(lambda: [predict_experts(cin, vol, [r], patch_size=patch, sw_batch_size=sw) for r in range(e)], repeats=3, warmup=1)
-
-    probe = {"threads": threads, "k": k, "e": e, "channels": channels, "batch": batch, "patch": patch, "volume": volume[1:], "sw": sw}
-    return {
-        "settings": {"channels": channels, "patch": patch, "batch": batch, "experts": e, "classes": k, "threads": threads, "volume": volume[1:]},
-        "train_step_seconds": {"cin_unet": t_cin, "monai_unet": t_monai, "ratio": t_cin / t_monai},
-        "train_step_gflop": {"cin_unet": f_cin / 1e9, "monai_unet": f_monai / 1e9},
-        "achieved_gflops": {"cin_unet": f_cin / t_cin / 1e9, "monai_unet": f_monai / t_monai / 1e9, "matmul_peak": peak, "cin_fraction_of_peak": f_cin / t_cin / 1e9 / peak},
-        "loss_seconds": {"partial_dice_ce": t_partial, "monai_dice_ce": t_monai_loss, "ratio": t_partial / t_monai_loss},
-        "prediction_seconds": {"all_experts_batched": t_batched, "one_pass_per_expert": t_each, "speedup": t_each / t_batched},
-        "peak_memory_mb": {"train_step": _peak("train", probe), "prediction_all_experts": _peak("predict", probe)},
-    }
+    return {"all_experts_batched": t_batched, "one_pass_per_expert": t_each, "speedup": t_each / t_batched}

@@ -22,7 +22,7 @@ LONG = (f"train.steps={LONG_STEPS}", f"train.val_every={LONG_STEPS // 3}", f"tra
 
 def run(ctx) -> dict:
     from experts.data.manifest import scan_dataset
-    from pipelines.adapt import choose_cases
+    from experts.adaptation import choose_cases
     from pipelines.bench.efficiency import zero_shot_mean_row
 
     manifest = scan_dataset(ctx.data)

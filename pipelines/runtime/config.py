@@ -24,6 +24,7 @@ from experts.params import build_dataclass, check_params
 __all__ = [
     "Config",
     "load_config",
+    "config_from_dict",
     "config_to_dict",
     "flatten",
     "apply_overrides",
@@ -47,7 +48,7 @@ class DataConfig:
 class NetworkConfig:
     name: str = "cin_unet"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    cin: Literal["all", "encoder", "decoder"] = "all"
+    cin: str = "all"  #: where norms are conditional: experts.networks.CIN_PLACEMENTS (all, encoder, decoder)
     features: list[str] = field(default_factory=lambda: ["decoder.0"])  #: internal features the network returns (for loss terms)
 
 
@@ -107,13 +108,29 @@ class TrainConfig:
 
 
 @dataclass
+class InitConfig:
+    """A registered init strategy (experts.adaptation.INIT_STRATEGIES): mean, nearest, expert."""
+
+    name: str = "nearest"
+    params: dict[str, Any] = field(default_factory=dict)  #: e.g. {expert: ref} for name expert
+
+
+@dataclass
+class TrainableConfig:
+    """A registered trainable set (experts.adaptation.TRAINABLE_SETS): rows, rows+head, decoder, all."""
+
+    name: str = "rows"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class AdaptConfig:
     steps: int = 200
     batch_size: int = 2
     lr: float = 0.01  #: chosen by an Optuna study on validation cases (see the README); 0.05 was noisier
     head_lr: float = 1e-3  #: learning rate of shared parts when trainable includes them
-    init: str = "nearest"  #: "mean", "nearest" or "expert:<id>"
-    trainable: Literal["rows", "rows+head", "decoder", "all"] = "rows"
+    init: InitConfig = field(default_factory=InitConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
     holdout: Literal["auto", "none"] = "auto"  #: auto: hold one given case back to pick the best step when K >= 3
     eval_every: int = 25
     checkpoint_every: int = 50
@@ -121,12 +138,11 @@ class AdaptConfig:
 
 @dataclass
 class ScribbleConfig:
-    """How scribbles are simulated from dense labels (``adapt --scribbles``, benchmarks)."""
+    """A registered scribble style (experts.scribbles) simulating partial labels from dense ones
+    (``adapt --scribbles``, benchmarks); ``params`` are the style's own, checked by it."""
 
-    style: str = "slicewise"
-    density: float = 0.5  #: fraction of slices annotated
-    thickness: int = 1  #: stroke thickness in voxels
-    axis: int = -1
+    name: str = "slicewise"
+    params: dict[str, Any] = field(default_factory=lambda: {"density": 0.5, "thickness": 1, "axis": -1})
 
 
 @dataclass
@@ -134,6 +150,11 @@ class PredictConfig:
     overlap: float = 0.5
     sw_batch_size: int = 4
     blend: Literal["gaussian", "constant"] = "gaussian"
+
+
+@dataclass
+class EvaluateConfig:
+    tolerance_mm: float = 1.0  #: normalised surface Dice tolerance
 
 
 @dataclass
@@ -156,6 +177,7 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -184,8 +206,14 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             raise ConfigError(f"{path}: not valid YAML{at}; fix the syntax") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config is a mapping of sections (data:, train:, ...), found {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
-    raw = _upgrade_legacy_keys(raw, where=where, warn=True)
+    raw = _upgrade_legacy_keys(apply_overrides(_upgrade_legacy_keys(raw, where=where, warn=True), overrides), where=where, warn=True)
+    return config_from_dict(raw, where=where)
+
+
+def config_from_dict(raw: dict, *, where: str = "config", warn: bool = False) -> Config:
+    """A checked :class:`Config` from plain data, e.g. the ``config.yaml`` a model was trained with
+    (written by this or an earlier version: deprecated keys are read through their aliases)."""
+    raw = _upgrade_legacy_keys(raw or {}, where=where, warn=warn)
     problems: list[str] = []
     cfg = build_dataclass(Config, raw, prefix="", where=where, problems=problems)
     if problems:
@@ -196,34 +224,61 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 #: keys of the loss section before ``loss.terms``; they configure the ``partial_dice_ce`` term
 LEGACY_LOSS_KEYS = ("name", "ce_weight", "dice_weight", "batch_dice")
+#: keys of the scribbles section before ``{name, params}``
+LEGACY_SCRIBBLE_KEYS = ("style", "density", "thickness", "axis")
+#: sections that name a registered component as ``{name, params}``, and their defaults
+COMPONENT_SECTIONS = {("adapt", "init"): InitConfig, ("adapt", "trainable"): TrainableConfig, ("scribbles",): ScribbleConfig}
 
 
 def _upgrade_legacy_keys(raw: dict, *, where: str, warn: bool) -> dict:
-    """Rewrite deprecated keys into their current form (documented in configs/default.yaml).
+    """Rewrite deprecated keys into their current form (the aliases of configs/default.yaml).
 
-    ``loss: {name, ce_weight, dice_weight, batch_dice}`` becomes
-    ``loss: {terms: [{name, params: {ce_weight, dice_weight, batch_dice}}]}``.
+    - ``loss: {name, ce_weight, dice_weight, batch_dice}`` -> ``loss: {terms: [{name, params}]}``;
+    - ``scribbles: {style, density, thickness, axis}`` -> ``scribbles: {name: style, params}``;
+    - ``adapt.init: nearest`` / ``expert:<id>`` and ``adapt.trainable: rows`` (plain names) ->
+      ``{name, params}``.
+
+    Component sections given with the default component's name keep the default parameters they do
+    not set (``--set scribbles.params.density=0.3`` changes the density alone).
     """
+    raw = _deepcopy(raw)
+    notes = []
     loss = raw.get("loss")
-    if not isinstance(loss, dict) or not any(k in loss for k in LEGACY_LOSS_KEYS):
-        return raw
-    if "terms" in loss:
-        raise ConfigError(f"{where}: 'loss' mixes 'terms' with the old keys {', '.join(k for k in LEGACY_LOSS_KEYS if k in loss)}; move them into a term's params")
-    if warn:
-        warnings.warn(f"{where}: loss.{{{', '.join(k for k in LEGACY_LOSS_KEYS if k in loss)}}} are deprecated; write loss.terms: [{{name: partial_dice_ce, params: {{...}}}}]", DeprecationWarning, stacklevel=3)
-    rest = {k: v for k, v in loss.items() if k not in LEGACY_LOSS_KEYS}
-    term = {"name": loss.get("name", "partial_dice_ce"), "params": {k: loss[k] for k in LEGACY_LOSS_KEYS[1:] if k in loss}}
-    return {**raw, "loss": {**rest, "terms": [term]}}
-
-
-def loss_section(raw: dict | None, *, where: str = "model config") -> LossConfig:
-    """A saved run's ``loss`` section (either form) as a checked :class:`LossConfig`."""
-    upgraded = _upgrade_legacy_keys({"loss": dict(raw or {})}, where=where, warn=False)["loss"]
-    problems: list[str] = []
-    cfg = build_dataclass(LossConfig, upgraded, prefix="loss.", where=where, problems=problems)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    if isinstance(loss, dict) and any(k in loss for k in LEGACY_LOSS_KEYS):
+        old = [k for k in LEGACY_LOSS_KEYS if k in loss]
+        if "terms" in loss:
+            raise ConfigError(f"{where}: 'loss' mixes 'terms' with the old keys {', '.join(old)}; move them into a term's params")
+        term = {"name": loss.get("name", "partial_dice_ce"), "params": {k: loss[k] for k in LEGACY_LOSS_KEYS[1:] if k in loss}}
+        raw["loss"] = {**{k: v for k, v in loss.items() if k not in LEGACY_LOSS_KEYS}, "terms": [term]}
+        notes.append(f"loss.{{{', '.join(old)}}} -> loss.terms: [{{name: partial_dice_ce, params: {{...}}}}]")
+    sc = raw.get("scribbles")
+    if isinstance(sc, dict) and any(k in sc for k in LEGACY_SCRIBBLE_KEYS):
+        old = [k for k in LEGACY_SCRIBBLE_KEYS if k in sc]
+        if "name" in sc or "params" in sc:
+            raise ConfigError(f"{where}: 'scribbles' mixes name/params with the old keys {', '.join(old)}; move them into scribbles.params")
+        raw["scribbles"] = {"name": sc.get("style", ScribbleConfig().name), "params": {k: v for k, v in sc.items() if k != "style"}}
+        notes.append(f"scribbles.{{{', '.join(old)}}} -> scribbles: {{name, params}}")
+    adapt = raw.get("adapt")
+    for key in ("init", "trainable"):
+        if isinstance(adapt, dict) and isinstance(adapt.get(key), str):
+            value = adapt[key]
+            adapt[key] = {"name": "expert", "params": {"expert": value.split(":", 1)[1]}} if key == "init" and value.startswith("expert:") else {"name": value}
+            notes.append(f"adapt.{key}: {value} -> adapt.{key}: {{name: {adapt[key]['name']}{', params: ...' if adapt[key].get('params') else ''}}}")
+    for path, cls in COMPONENT_SECTIONS.items():
+        node = raw
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node.get(part), dict) else {}
+        section = node.get(path[-1])
+        default = cls()
+        if not isinstance(section, dict) or not isinstance(section.get("params", {}), dict):
+            continue
+        if section.get("name", default.name) == default.name:
+            section["params"] = {**default.params, **section.get("params", {})}
+        else:  # another component: none of the default's parameters
+            section.setdefault("params", {})
+    if notes and warn:
+        warnings.warn(f"{where}: deprecated config keys, read as: " + "; ".join(notes), DeprecationWarning, stacklevel=3)
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: typing.Sequence[str]) -> dict:
@@ -293,11 +348,8 @@ def _check_values(cfg: Config, where: str) -> None:
             problems.append(f"{where}: '{name}' must be 3 positive numbers, got {lst}")
     if len(cfg.network.channels) < 2 or min(cfg.network.channels) < 1:
         problems.append(f"{where}: 'network.channels' needs at least 2 positive widths, got {cfg.network.channels}")
-    if not (cfg.adapt.init in ("mean", "nearest") or cfg.adapt.init.startswith("expert:")):
-        problems.append(f"{where}: 'adapt.init' must be 'mean', 'nearest' or 'expert:<id>', got {cfg.adapt.init!r}")
-    if not 0 < cfg.scribbles.density <= 1:
-        problems.append(f"{where}: 'scribbles.density' must be in (0, 1], got {cfg.scribbles.density}")
-    positive("scribbles.thickness", cfg.scribbles.thickness)
+    if not cfg.evaluate.tolerance_mm >= 0:
+        problems.append(f"{where}: 'evaluate.tolerance_mm' must be >= 0, got {cfg.evaluate.tolerance_mm}")
     if not 0 <= cfg.predict.overlap < 1:
         problems.append(f"{where}: 'predict.overlap' must be in [0, 1), got {cfg.predict.overlap}")
     for kind in cfg.sampling.kind_weights:
@@ -306,6 +358,7 @@ def _check_values(cfg: Config, where: str) -> None:
     if any(w < 0 for w in list(cfg.sampling.kind_weights.values()) + list(cfg.sampling.expert_weights.values())):
         problems.append(f"{where}: sampling weights must be >= 0")
     problems += _check_loss_terms(cfg.loss, where)
+    problems += _check_components(cfg, where)
     if problems:
         raise ConfigError(problems)
 
@@ -330,6 +383,32 @@ def _check_loss_terms(loss: LossConfig, where: str) -> list[str]:
             check_params(LOSS_TERMS.get(t.name).Params, t.params, owner=f"{where}: loss term {t.name!r} (loss.terms[{i}].params)")
         except ConfigError as err:
             problems += err.problems
+    return problems
+
+
+def _check_components(cfg: Config, where: str) -> list[str]:
+    """Every section that names a component, by that component's registry and constructor."""
+    from experts.adaptation import create_init, create_trainable
+    from experts.networks import NETWORKS
+    from experts.scribbles import create_scribble_style
+
+    problems = []
+    from experts.networks import CIN_PLACEMENTS
+
+    if cfg.network.name not in NETWORKS:
+        problems.append(f"{where}: 'network.name' is {cfg.network.name!r}; known networks: {', '.join(NETWORKS.names())}")
+    if cfg.network.cin not in CIN_PLACEMENTS:
+        problems.append(f"{where}: 'network.cin' must be one of {', '.join(map(repr, CIN_PLACEMENTS))}, got {cfg.network.cin!r}")
+    checks = (("adapt.init", create_init, cfg.adapt.init), ("adapt.trainable", create_trainable, cfg.adapt.trainable))
+    for key, create, section in checks:
+        try:
+            create(section)
+        except ConfigError as err:
+            problems += [f"{where}: {line}" for line in err.problems]
+    try:
+        create_scribble_style(cfg.scribbles.name, **cfg.scribbles.params)
+    except (ValueError, TypeError) as err:
+        problems.append(f"{where}: 'scribbles' ({cfg.scribbles.name}): {str(err).splitlines()[0][:300]}")
     return problems
 
 

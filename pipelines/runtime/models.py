@@ -13,7 +13,7 @@ from pathlib import Path
 
 from experts.errors import ModelFileError
 
-__all__ = ["resolve_model_dir", "load_model"]
+__all__ = ["resolve_model_dir", "load_model", "pinned_ref"]
 
 
 def _cache_dir() -> Path:
@@ -51,7 +51,10 @@ def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None):
     folder = resolve_model_dir(ref)
     if is_adapter(folder):
         meta = read_adapter_meta(folder)
-        bundle = load_model(meta["base"], device=device)
+        base = meta["base"]
+        if "://" not in base and ":/" not in base and not Path(base).is_absolute():
+            base = str(folder / base)  # a relative base lives beside the adapter
+        bundle = load_model(base, device=device)
         bundle = apply_adapter(bundle, folder)
     else:
         bundle = load_bundle(folder, device=device)
@@ -59,3 +62,21 @@ def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None):
         bundle = apply_adapter(bundle, resolve_model_dir(extra))
     bundle.network.to(device)
     return bundle
+
+
+def pinned_ref(model: str) -> str:
+    """Where a model lives, pinned: a registry alias becomes its version, a folder its full path."""
+    if model.startswith("models:/") and "@" in model:
+        from mlflow import MlflowClient
+
+        from pipelines.runtime.tracking import tracking_uri
+
+        name, alias = model[len("models:/") :].split("@", 1)
+        try:
+            version = MlflowClient(tracking_uri=tracking_uri()).get_model_version_by_alias(name, alias).version
+            return f"models:/{name}/{version}"
+        except Exception:  # noqa: BLE001
+            return model
+    if model.startswith(("models:/", "runs:/")):
+        return model
+    return str(resolve_model_dir(model).resolve())

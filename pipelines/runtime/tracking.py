@@ -319,3 +319,9 @@ class NullTracker(Tracker):
 
     def _local(self, event: str, **data) -> None:
         pass
+
+
+def registry_name(dataset_name: str) -> str:
+    """A registry-safe model name: ``expertseg-<dataset>`` without ``/ : . % " '``."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in (dataset_name or "dataset"))
+    return f"expertseg-{safe}"

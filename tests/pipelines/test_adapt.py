@@ -9,7 +9,8 @@ import torch
 from experts.adaptation import apply_adapter
 from experts.bundle import load_bundle
 from experts.errors import ConfigError, DatasetError, ModelFileError
-from pipelines.adapt import adapt, choose_cases
+from experts.adaptation import choose_cases
+from pipelines.adapt import adapt
 from pipelines.runtime.models import load_model
 from pipelines.pretrain import pretrain
 
@@ -46,7 +47,8 @@ def probe(bundle, rows):
 
 @pytest.mark.parametrize("init", ["mean", "nearest", "expert:large"])
 def test_each_init_strategy_adapts(pretrained, tmp_path, init):
-    summary = run_adapt(pretrained, tmp_path / "a", f"adapt.init={init}")
+    name, _, of = init.partition(":")
+    summary = run_adapt(pretrained, tmp_path / "a", f"adapt.init.name={name}", *([f"adapt.init.params.expert={of}"] if of else []))
     expected = {"mean": "mean of rows", "expert:large": "large"}.get(init)
     meta = json.loads((tmp_path / "a" / "adapter" / "adapter.json").read_text())
     if expected:
@@ -60,7 +62,7 @@ def test_each_init_strategy_adapts(pretrained, tmp_path, init):
 @pytest.mark.parametrize("trainable", ["rows", "rows+head", "decoder", "all"])
 def test_each_trainable_set(pretrained, tmp_path, trainable):
     _, pre = pretrained
-    run_adapt(pretrained, tmp_path / "a", f"adapt.trainable={trainable}")
+    run_adapt(pretrained, tmp_path / "a", f"adapt.trainable.name={trainable}")
     base = load_bundle(pre / "model")
     adapted = load_model(str(tmp_path / "a" / "adapter"))
     assert adapted.experts == base.experts + ["newdoc"]
@@ -102,7 +104,7 @@ def test_stacked_adapters_each_add_a_row(pretrained, tmp_path):
     shutil.copytree(tmp_path / "data" / "labelsTr" / "newdoc", tmp_path / "data" / "labelsTr" / "newdoc2")
     shutil.copytree(tmp_path / "data" / "labelsTs" / "newdoc", tmp_path / "data" / "labelsTs" / "newdoc2")
     adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc", out=str(tmp_path / "a1"), shots=2, overrides=ADAPT, tracking="local", progress=False)
-    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc2", out=str(tmp_path / "a2"), shots=2, overrides=ADAPT + ("adapt.init=mean",), tracking="local", progress=False)
+    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc2", out=str(tmp_path / "a2"), shots=2, overrides=ADAPT + ("adapt.init.name=mean",), tracking="local", progress=False)
     both = load_model(str(tmp_path / "a1" / "adapter"), adapters=[str(tmp_path / "a2" / "adapter")])
     assert both.experts[-2:] == ["newdoc", "newdoc2"]
     single = load_model(str(tmp_path / "a2" / "adapter"))

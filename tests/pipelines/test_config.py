@@ -28,7 +28,13 @@ def test_every_shipped_config_is_valid(path):
         (["train.steps=true"], "'train.steps' must be an integer"),
         (["network.cin=middle"], "'network.cin' must be one of 'all', 'encoder', 'decoder'"),
         (["data.patch_size=[16,16]"], "'data.patch_size' must be 3 positive numbers"),
-        (["adapt.init=closest"], "'adapt.init' must be 'mean', 'nearest' or 'expert:<id>'"),
+        (["adapt.init.name=closest"], "unknown init strategy 'closest'; known: expert, mean, nearest"),
+        (["adapt.init.name=expert"], "'expert' is required"),
+        (["adapt.trainable.name=everything"], "unknown trainable set 'everything'; known: all, decoder, rows, rows+head"),
+        (["adapt.trainable.params.rank=4"], "adapt.trainable 'rows': unknown key 'rank'"),
+        (["scribbles.name=squiggles"], "'scribbles' (squiggles): unknown scribble style 'squiggles'"),
+        (["scribbles.params.density=2"], "'scribbles' (slicewise): density must be in (0, 1]"),
+        (["network.name=resnet"], "'network.name' is 'resnet'; known networks: cin_resunet, cin_unet"),
         (["sampling.kind_weights={scribble: 1}"], "keys are 'dense' and 'partial'"),
         (["train"], "expected section.key=value"),
         (["data.fold=7"], "'data.fold' must be in 0..4"),
@@ -97,10 +103,53 @@ def test_old_loss_keys_load_as_the_default_terms_params_with_a_warning():
         load_config(None, ["loss.terms=[{name: partial_dice_ce}]", "loss.ce_weight=1"])
 
 
-def test_a_saved_run_config_of_either_form_gives_its_loss_terms():
-    from pipelines.runtime.config import loss_section
+def test_a_saved_run_config_of_either_form_loads_without_warnings(recwarn):
+    from pipelines.runtime.config import config_from_dict
 
-    old = loss_section({"name": "partial_dice_ce", "ce_weight": 1.0, "dice_weight": 0.5, "batch_dice": False})
-    new = loss_section({"terms": [{"name": "partial_dice_ce", "params": {"dice_weight": 0.5}}]})
-    assert old.terms[0].params["dice_weight"] == new.terms[0].params["dice_weight"] == 0.5
-    assert loss_section(None).terms[0].name == "partial_dice_ce"
+    old = config_from_dict({"loss": {"name": "partial_dice_ce", "ce_weight": 1.0, "dice_weight": 0.5, "batch_dice": False}, "scribbles": {"style": "slicewise", "density": 0.3, "thickness": 1, "axis": -1}, "adapt": {"init": "expert:ref", "trainable": "rows+head"}})
+    new = config_from_dict({"loss": {"terms": [{"name": "partial_dice_ce", "params": {"dice_weight": 0.5}}]}})
+    assert old.loss.terms[0].params["dice_weight"] == new.loss.terms[0].params["dice_weight"] == 0.5
+    assert (old.scribbles.name, old.scribbles.params["density"]) == ("slicewise", 0.3)
+    assert (old.adapt.init.name, old.adapt.init.params, old.adapt.trainable.name) == ("expert", {"expert": "ref"}, "rows+head")
+    assert config_from_dict({}).loss.terms[0].name == "partial_dice_ce"
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["adapt.init=mean"], ("mean", {})),
+        (["adapt.init=expert:ref"], ("expert", {"expert": "ref"})),
+        (["adapt.init.name=expert", "adapt.init.params.expert=ref"], ("expert", {"expert": "ref"})),
+    ],
+)
+def test_components_are_named_with_params_and_old_plain_names_still_work(overrides, expected):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cfg = load_config(None, overrides)
+    assert (cfg.adapt.init.name, cfg.adapt.init.params) == expected
+
+
+def test_a_component_keeps_its_default_params_unless_another_is_named():
+    cfg = load_config(None, ["scribbles.params.density=0.3"])
+    assert (cfg.scribbles.name, cfg.scribbles.params) == ("slicewise", {"density": 0.3, "thickness": 1, "axis": -1})
+    other = load_config(None, ["scribbles.name=clicks", "scribbles.params.n_positive=2"])
+    assert (other.scribbles.name, other.scribbles.params) == ("clicks", {"n_positive": 2})
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "compare"])
+def test_predict_evaluate_and_compare_read_and_check_the_config(verb, toy_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    args = {
+        "predict": ["--model", str(tmp_path / "none"), "--images", str(toy_dataset / "imagesTs"), "--out", str(tmp_path / "p")],
+        "evaluate": ["--pred", str(toy_dataset / "labelsTs"), "--data", str(toy_dataset)],
+        "compare": ["--model", str(tmp_path / "none"), "--data", str(toy_dataset), "--out", str(tmp_path / "c")],
+    }[verb]
+    result = CliRunner().invoke(cli, [verb, *args, "--set", "predict.blend=sharp"])
+    assert result.exit_code == 2 and "'predict.blend' must be one of 'gaussian', 'constant'" in result.output
+    assert not (tmp_path / "p").exists() and not (tmp_path / "c").exists()

@@ -130,6 +130,20 @@ def test_a_private_head_changes_only_its_expert(name):
     assert torch.equal(logits(other, x, [0, 1]), out)
 
 
+def test_an_existing_experts_row_becomes_a_parameter_of_its_own(name):
+    net = build(name).eval()
+    x = torch.randn(3, 2, *PATCH)
+    before = logits(net, x, [0, 1, 2])
+    params = net.expert_row_parameters(1)
+    assert len(params) == 2 * len(net.cin_layers()) and all(p.shape[0] == 1 for p in params)
+    assert torch.equal(logits(net, x, [0, 1, 2]), before)  # splitting the table changes nothing
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.25)
+    after = logits(net, x, [0, 1, 2])
+    assert torch.equal(after[[0, 2]], before[[0, 2]]) and not torch.equal(after[1], before[1])
+
+
 def test_merged_row_blocks_predict_the_same(name):
     net = build(name).eval()
     x = torch.randn(1, 2, *PATCH)

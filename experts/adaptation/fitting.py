@@ -1,0 +1,366 @@
+"""Stage 2 as a library: adapt a pretrained model to a new expert, or keep training an existing one.
+
+:class:`Adapter` follows scikit-learn's convention: ``__init__`` stores the settings,
+:meth:`Adapter.fit` validates and trains a NEW expert's row (and whatever ``trainable`` names) on
+their labelled cases, :meth:`Adapter.update` continues training an EXISTING expert's row from new
+(possibly partial) labels; what was learned ends in ``_`` (``network_``, ``row_``, ``history_``,
+``best_step_``, ...). ``get_params()`` goes straight into ``mlflow.log_params``.
+
+The stopping rule (Hu & Qin's stage 2 trains for a fixed budget; here the doctor's own cases choose
+it): with 3 or more cases and ``holdout="auto"``, the last case is held back, the row is trained on
+the others while the held-back case is scored every ``eval_every`` steps, and the row is then
+trained again on all cases for the best step count. With explicit ``validation`` cases, the best
+state seen on them is kept instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from experts.adaptation.rows import create_init
+from experts.adaptation.trainable import create_trainable, select_trainable
+from experts.bundle import ModelBundle
+from experts.errors import ConfigError
+from experts.training.setup import DEFAULT_LOSS_TERMS
+
+__all__ = ["Adapter", "LabelledCase", "choose_cases"]
+
+
+def choose_cases(available: Sequence[str], *, cases: Sequence[str] | None, shots: int | None, seed: int) -> list[str]:
+    """The new doctor's cases to adapt on: the named ones (in order, duplicates dropped), or
+    ``shots`` of ``available`` drawn by ``seed`` (sorted).
+
+    Raises:
+        ConfigError: both or neither of ``cases`` and ``shots``, or ``shots`` out of range.
+        DatasetError: a named case the doctor did not label.
+    """
+    import numpy as np
+
+    from experts.errors import DatasetError
+
+    if (cases is None) == (shots is None):
+        raise ConfigError("pass exactly one of --cases c1,c2,... or --shots K")
+    if cases is not None:
+        missing = [c for c in cases if c not in available]
+        if missing:
+            raise DatasetError(f"the new doctor has no training label for case(s) {', '.join(missing)}; labelled: {', '.join(available)}")
+        return list(dict.fromkeys(cases))
+    if not 1 <= shots <= len(available):
+        raise ConfigError(f"--shots must be between 1 and {len(available)} (the doctor's labelled training cases), got {shots}")
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(sorted(available), size=shots, replace=False).tolist())
+
+
+@dataclass(frozen=True)
+class LabelledCase:
+    """One case of the expert: its channel files, their label file, and the label's kind."""
+
+    case: str
+    images: tuple[Path, ...]
+    label: Path
+    kind: str = "dense"  #: "dense" or "partial"
+
+
+class Adapter:
+    """Train an expert's rows on a pretrained multi-expert model.
+
+    Args:
+        base: the pretrained :class:`~experts.bundle.ModelBundle` (never changed).
+        expert: the expert's id (new for :meth:`fit`).
+        init: initial rows: a registered init strategy (``"mean"``, ``"nearest"``, ``"expert:<id>"``,
+            ``{name, params}`` or an instance).
+        trainable: what trains besides the rows: a registered trainable set (name, ``{name,
+            params}`` or instance).
+        steps: optimisation steps (the budget the held-back case chooses within).
+        lr: learning rate of the rows; head_lr: of shared parts, when trainable includes them.
+        batch_size: patches per step.
+        eval_every: steps between scorings of held-back or validation cases.
+        holdout: ``"auto"`` (hold one case back when there are 3 or more) or ``"none"``.
+        seed: seeds the held-back search (``seed``) and the final training (``seed + 1``).
+        loss_terms: the pretraining's ``loss.terms``; augment: its ``augment`` section.
+        init_scores: precomputed ``{expert: Dice}`` on the cases for ``nearest`` (else computed).
+        device: where training runs.
+        workdir: folder for checkpoints (``checkpoints/holdout``, ``checkpoints/final``) and the
+            held-back search's result (``holdout.json``); None keeps nothing on disk.
+        checkpoint_every: steps between checkpoints (0: none).
+        resume: continue from the newest valid checkpoints in ``workdir``.
+        progress: show progress bars.
+        on_log: ``(step, parts)`` every 10 steps; on_score: ``(step, Dice)`` after each scoring
+            (a pruning hook may raise).
+
+    Attributes (after fitting):
+        network_: the adapted network (a copy; ``base`` is untouched).
+        row_: the expert's row in ``network_``.
+        forks_: whether shared weights changed (trainable ``decoder`` / ``all``).
+        init_source_ / init_scores_ / rows_init_: where the initial rows came from.
+        history_: ``[(step, Dice)]`` of the held-back or validation scoring.
+        best_step_: the step count chosen (or the budget, without scoring).
+        steps_: the steps the returned network was trained for.
+        held_back_: the held-back case, or None.
+    """
+
+    def __init__(
+        self,
+        base: ModelBundle,
+        expert: str,
+        *,
+        init: str = "nearest",
+        trainable: str = "rows",
+        steps: int = 200,
+        lr: float = 0.01,
+        head_lr: float = 1e-3,
+        batch_size: int = 2,
+        eval_every: int = 25,
+        holdout: str = "auto",
+        seed: int = 0,
+        loss_terms: Sequence = DEFAULT_LOSS_TERMS,
+        augment: dict | None = None,
+        init_scores: dict[str, float] | None = None,
+        device: torch.device | str = "cpu",
+        workdir: str | Path | None = None,
+        checkpoint_every: int = 0,
+        resume: bool = False,
+        progress: bool = False,
+        on_log: Callable[[int, dict], None] | None = None,
+        on_score: Callable[[int, float], None] | None = None,
+    ):
+        self.base = base
+        self.expert = expert
+        self.init = init
+        self.trainable = trainable
+        self.steps = steps
+        self.lr = lr
+        self.head_lr = head_lr
+        self.batch_size = batch_size
+        self.eval_every = eval_every
+        self.holdout = holdout
+        self.seed = seed
+        self.loss_terms = loss_terms
+        self.augment = augment
+        self.init_scores = init_scores
+        self.device = device
+        self.workdir = workdir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.progress = progress
+        self.on_log = on_log
+        self.on_score = on_score
+
+    def get_params(self) -> dict:
+        """The settings that decide the result (for ``mlflow.log_params``)."""
+        keys = ("steps", "lr", "head_lr", "batch_size", "eval_every", "holdout", "seed")
+        return {"init": create_init(self.init).describe(), "trainable": create_trainable(self.trainable).name, **{k: getattr(self, k) for k in keys}}
+
+    # --- stage 2 for a new expert ---------------------------------------------------------------
+    def fit(self, cases: Sequence[LabelledCase], *, validation: Sequence[LabelledCase] = ()) -> "Adapter":
+        """Add the expert as a new row and train it on ``cases``.
+
+        Raises:
+            ConfigError: the expert is already in the model, the model was forked for another
+                expert, no case is given, or a setting is invalid.
+        """
+        self._check(cases)
+        if self.expert in self.base.experts:
+            raise ConfigError(f"expert {self.expert!r} is already in the model ({', '.join(self.base.experts)}); adaptation adds a new expert (use update() to keep training an existing one)")
+        chosen = [c.case for c in cases]
+        init = create_init(self.init)
+        train_cache, score_cache = self._caches(cases, also_scored=validation)
+        self.init_scores_ = self._init_scores(score_cache, chosen) if init.needs_scores else None
+        self.rows_init_, self.init_source_ = init(self.base.network.row_tables(), experts=self.base.experts, scores=self.init_scores_)
+        self.history_, self.held_back_ = [], None
+        steps = self.steps
+        if validation:
+            result = self._train(self.rows_init_, cases, steps=steps, seed=self.seed, caches=(train_cache, score_cache), score_cases=[c.case for c in validation], phase="final")
+            self.network_, self.row_, self.forks_, self.history_, self.best_step_ = result
+            self.steps_ = self.best_step_
+            return self
+        if self.holdout == "auto" and len(cases) >= 3:
+            self.held_back_ = chosen[-1]
+            self.history_, self.best_step_ = self._search_steps(cases, caches=(train_cache, score_cache))
+            steps = max(self.eval_every, self.best_step_)
+        else:
+            self.best_step_ = steps
+        self.network_, self.row_, self.forks_, _, _ = self._train(self.rows_init_, cases, steps=steps, seed=self.seed + 1, caches=(train_cache, score_cache), phase="final")
+        self.steps_ = steps
+        return self
+
+    # --- more labels for an existing expert -----------------------------------------------------
+    def update(self, expert: str, labels: Sequence[LabelledCase]) -> "Adapter":
+        """Continue training an EXISTING expert's rows from new labels (partial labels welcome).
+
+        Works on the fitted network if there is one, else on the base model; only that expert's
+        rows train (every other expert predicts exactly as before). ``steps`` steps, no held-back
+        case (corrections come a case at a time).
+        """
+        self._check(labels)
+        source = getattr(self, "network_", None)
+        experts = self.base.experts + ([self.expert] if source is not None and self.expert not in self.base.experts else [])
+        if expert not in experts:
+            raise ConfigError(f"expert {expert!r} is not in the model ({', '.join(experts)}); fit() adds a new expert")
+        net = copy.deepcopy(source if source is not None else self.base.network).to(self.device)
+        row = experts.index(expert)
+        caches = self._caches(labels, expert=expert)
+        self.network_, self.row_, self.forks_, self.history_, _ = self._train(None, labels, steps=self.steps, seed=self.seed + 2, caches=caches, phase="update", net=net, row=row, expert=expert)
+        self.best_step_ = self.steps_ = self.steps
+        return self
+
+    # --- results ---------------------------------------------------------------------------------
+    def bundle(self) -> ModelBundle:
+        """The adapted model: the base's experts plus this one, lineage recorded."""
+        base = self.base
+        base_id = base.lineage.get("base_model_id", base.model_id)
+        experts = base.experts + ([self.expert] if self.expert not in base.experts else [])
+        lineage = {**base.lineage, "base_model_id": base_id, "adapted": list(dict.fromkeys(base.lineage.get("adapted", []) + [self.expert])), **({"forked_for": self.expert} if self.forks_ else {})}
+        return ModelBundle(network=self.network_, experts=experts, plan=base.plan, arch=base.arch, config=base.config, lineage=lineage)
+
+    def score_test(self, manifest, *, sw_batch_size: int = 2) -> tuple[dict | None, dict | None]:
+        """Test Dice of the adapted row and of the initial (zero-shot) row against the expert's
+        ``labelsTs``: one pass unless shared weights were retrained (then the initial row runs on
+        the pretrained weights)."""
+        from experts.training.validation import score_test_cases
+
+        plan = self.base.plan
+        if self.forks_:
+            before = copy.deepcopy(self.base.network)
+            before_row, _ = before.add_expert(self.rows_init_)
+            test = score_test_cases(self.network_, manifest, plan, {self.expert: self.row_}, device=self.device, sw_batch_size=sw_batch_size).get(self.expert)
+            zero = score_test_cases(before, manifest, plan, {self.expert: before_row}, device=self.device, sw_batch_size=sw_batch_size).get(self.expert)
+            return test, zero
+        scoring = copy.deepcopy(self.network_)
+        init_row, _ = scoring.add_expert(self.rows_init_)
+        scored = score_test_cases(scoring, manifest, plan, {self.expert: self.row_}, device=self.device, sw_batch_size=sw_batch_size, extra={"before": (self.expert, init_row)})
+        return scored.get(self.expert), scored.get("before")
+
+    # --- internals -------------------------------------------------------------------------------
+    def _check(self, cases) -> None:
+        if not cases:
+            raise ConfigError(f"no labelled case of {self.expert!r} to train on")
+        create_init(self.init), create_trainable(self.trainable)  # unknown names and bad params: one line each
+        if self.holdout not in ("auto", "none"):
+            raise ConfigError(f"adapt.holdout must be 'auto' or 'none', got {self.holdout!r}")
+        if self.base.lineage.get("forked_for"):
+            raise ConfigError(f"this model was forked for {self.base.lineage['forked_for']!r}; adapt from the pretrained model instead")
+
+    def _caches(self, cases: Sequence[LabelledCase], *, also_scored: Sequence[LabelledCase] = (), expert: str | None = None):
+        """Padded volumes of the training cases, unpadded ones of those and ``also_scored``."""
+        from experts.data.datasets import VolumeCache
+
+        who = expert or self.expert
+
+        def cache(which, pad):
+            return VolumeCache(self.base.plan, images={c.case: list(c.images) for c in which}, labels={(c.case, who): c.label for c in which}, pad=pad)
+
+        return cache(cases, True), cache(list(cases) + list(also_scored), False)
+
+    def _init_scores(self, score_cache, cases: list[str]) -> dict[str, float]:
+        """How well each existing expert's row predicts the new expert's labels on ``cases``."""
+        if self.init_scores is not None:
+            return dict(self.init_scores)
+        from experts.training.validation import Target, expert_dice
+
+        plan = self.base.plan
+        targets = {c: [Target(self.expert, r, e) for r, e in enumerate(self.base.experts)] for c in cases}
+        per = expert_dice(self.base.network, cache=score_cache, targets=targets, class_names=plan.class_names, patch_size=plan.patch_size, device=self.device)
+        return {e: v["mean"] for e, v in per.items()}
+
+    def _search_steps(self, cases, *, caches) -> tuple[list, int]:
+        """Train on all but the last case, scoring the last; the best step (kept in ``workdir``)."""
+        from experts.training.checkpoint import atomic_write_bytes
+
+        found = Path(self.workdir) / "holdout.json" if self.workdir is not None else None
+        if self.resume and found is not None and found.exists():
+            done = json.loads(found.read_text())
+            return [tuple(h) for h in done["history"]], int(done["best_step"])
+        fit_cases = [c for c in cases if c.case != self.held_back_]
+        _, _, _, history, best_step = self._train(self.rows_init_, fit_cases, steps=self.steps, seed=self.seed, caches=caches, score_cases=[self.held_back_], phase="holdout")
+        if found is not None:
+            atomic_write_bytes(found, json.dumps({"held_back": self.held_back_, "history": history, "best_step": best_step}).encode())
+        return history, best_step
+
+    def _train(self, rows_init, cases, *, steps: int, seed: int, caches, phase: str, score_cases: Sequence[str] = (), net=None, row: int | None = None, expert: str | None = None):
+        """One training run; returns ``(net, row, forks, history, best_step)``."""
+        from experts.training.checkpoint import CheckpointDir
+        from experts.training.sampling import SampleItem
+        from experts.training.setup import build_training
+
+        expert = expert or self.expert
+        if net is None:  # a new expert: a new row block, and the trainable set
+            net = copy.deepcopy(self.base.network).to(self.device)
+            row, row_params = net.add_expert(rows_init)
+            row_params, shared, forks = select_trainable(net, self.trainable, new_row=row, row_params=row_params)
+        else:  # an existing expert: its rows alone
+            for p in net.parameters():
+                p.requires_grad_(False)
+            row_params, shared, forks = net.expert_row_parameters(row), [], False
+            for p in row_params:
+                p.requires_grad_(True)
+        optimizers = [torch.optim.Adam(row_params, lr=self.lr)] + ([torch.optim.Adam(shared, lr=self.head_lr)] if shared else [])
+        train_cache, score_cache = caches
+        items = [SampleItem(c.case, expert, c.kind, row) for c in cases]
+        setup = build_training(plan=self.base.plan, cache=train_cache, items=items, network=net, batch_size=self.batch_size, seed=seed, loss_terms=self.loss_terms, augment=self.augment, device=self.device)
+        checkpoints = CheckpointDir(Path(self.workdir) / "checkpoints" / phase) if self.workdir is not None else None
+        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score)
+        run.go(checkpoints=checkpoints, checkpoint_every=self.checkpoint_every, resume=self.resume, progress=self.progress, on_log=self.on_log, eval_every=self.eval_every, desc=f"adapt {expert}")
+        return net, row, forks, run.history, run.best["step"]
+
+
+class _Run:
+    """The state of one adaptation training run: scoring, best state, checkpoints, resume."""
+
+    def __init__(self, *, net, row, expert, optimizers, setup, score_cache, score_cases, plan, device, steps, on_score):
+        self.net, self.row, self.expert, self.optimizers, self.setup = net, row, expert, optimizers, setup
+        self.score_cache, self.score_cases, self.plan, self.device, self.steps, self.on_score = score_cache, score_cases, plan, device, steps, on_score
+        self.history: list[tuple[int, float]] = []
+        self.best = {"score": -1.0, "step": steps, "state": None}
+        self.trainable = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+
+    def validate(self, step: int):
+        from experts.training.validation import Target, expert_dice
+
+        targets = {c: [Target(self.expert, self.row, self.expert)] for c in self.score_cases}
+        scores = expert_dice(self.net, cache=self.score_cache, targets=targets, class_names=self.plan.class_names, patch_size=self.plan.patch_size, device=self.device)
+        value = scores.get(self.expert, {}).get("mean", 0.0)
+        self.history.append((step, value))
+        if value > self.best["score"]:
+            self.best.update(score=value, step=step, state=[p.detach().clone() for p in self.trainable])
+        if self.on_score is not None:
+            self.on_score(step, value)
+        return scores
+
+    def state(self, step: int) -> dict:
+        from experts.training.checkpoint import rng_state
+
+        return {"net": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers], "step": step, "history": [list(h) for h in self.history], "best": self.best, "rng": rng_state()}
+
+    def restore(self, checkpoints) -> int:
+        from experts.training.checkpoint import set_rng_state
+
+        state, _ = checkpoints.latest_valid()
+        if state is None:
+            return 0
+        self.net.load_state_dict(state["net"])
+        self.setup.loss.load_state_dict(state.get("loss", {}))
+        for opt, st in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(st)
+        self.history[:] = [tuple(h) for h in state["history"]]
+        self.best.update(state["best"])
+        set_rng_state(state["rng"])
+        return int(state["step"])
+
+    def go(self, *, checkpoints, checkpoint_every: int, resume: bool, progress: bool, on_log, eval_every: int, desc: str) -> None:
+        from experts.training.loop import Callbacks, fit
+
+        start = self.restore(checkpoints) if resume and checkpoints is not None else 0
+        save = (lambda step: checkpoints.save(step, self.state(step))) if checkpoints is not None and checkpoint_every else None
+        callbacks = Callbacks(on_log=on_log, on_validate=self.validate if self.score_cases else None, on_checkpoint=save, log_every=10, val_every=eval_every, checkpoint_every=checkpoint_every)
+        fit(model=self.net, loss_fn=self.setup.loss, optimizers=self.optimizers, schedules=[], batches=self.setup.loader(start, self.steps), start_step=start, steps=self.steps, device=torch.device(self.device), callbacks=callbacks, progress=progress, desc=desc)
+        if self.best["state"] is not None:
+            with torch.no_grad():
+                for p, v in zip(self.trainable, self.best["state"]):
+                    p.copy_(v)
