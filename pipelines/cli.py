@@ -164,13 +164,14 @@ def pretrain(data, out, config_path, overrides, experts, exclude_experts, cases,
 @click.option("--cases", default=None, help="Comma-separated cases to adapt on.")
 @click.option("--shots", type=int, default=None, help="Or: this many of the doctor's cases, drawn by seed.")
 @click.option("--scribbles", is_flag=True, help="Simulate scribbles from the doctor's dense labels and adapt on those.")
+@click.option("--scribble-style", default=None, help="With --scribbles (implied): a registered style (slicewise, line, centreline, contour, clicks, box, slices) or habit:<name>; same as --set scribbles.name=...")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (adapter/, model/).")
 @config_options
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted adaptation in --out.")
 @tracking_option
 @user_errors
-def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overrides, overwrite, resume, tracking):
+def adapt(model, data, expert, cases, shots, scribbles, scribble_style, out, config_path, overrides, overwrite, resume, tracking):
     """Adapt a pretrained model to a new doctor from a few of their cases (dense or scribbles).
 
     \b
@@ -178,10 +179,16 @@ def adapt(model, data, expert, cases, shots, scribbles, out, config_path, overri
       expertseg adapt --model runs/pretrain --data demo_data --expert drnew --shots 3 --out runs/adapt-drnew
       expertseg adapt --model models:/expertseg-BrainTissueDemo@pretrained --data demo_data \\
           --expert drnew --cases case001,case004 --set adapt.init.name=mean --out runs/adapt2
+      expertseg adapt --model runs/pretrain --data demo_data --expert drnew --shots 5 --scribbles \
+          --scribble-style habit:contour-tracer --out runs/adapt-contours
     """
     from pipelines.adapt import adapt as run
     from pipelines.runtime.common import parse_list
 
+    if scribble_style:
+        name, _, habit = scribble_style.partition(":")
+        overrides = (f"scribbles.name={name}", *([f"scribbles.params.habit={habit}"] if habit else []), *overrides)
+        scribbles = True
     run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, resume=resume, progress=sys.stderr.isatty())
 
 

@@ -188,3 +188,20 @@ def test_partial_labels_in_the_dataset_train_as_they_are(pretrained, tmp_path):
         save_volume(f, lab, img.affine)
     summary = adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc", out=str(tmp_path / "a"), shots=2, overrides=ADAPT, tracking="local", progress=False)
     assert summary["label_kind"] == "partial"
+
+
+def test_adapting_from_scribbles_of_another_style_or_habit(pretrained, tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    data, pre = pretrained
+    base = ["adapt", "--model", str(pre), "--data", str(data), "--expert", "newdoc", "--shots", "2", "--tracking", "local", *[x for s in ADAPT for x in ("--set", s)]]
+    for style, out in (("clicks", "c"), ("habit:contour-tracer", "h")):
+        result = CliRunner().invoke(cli, [*base, "--scribble-style", style, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((tmp_path / out / "summary.json").read_text())
+        config = (tmp_path / out / "config.yaml").read_text()
+        assert summary["label_kind"] == "scribbles" and style.split(":")[0] in config
+    bad = CliRunner().invoke(cli, [*base, "--scribble-style", "squiggles", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown scribble style 'squiggles'" in bad.output

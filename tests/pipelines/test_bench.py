@@ -102,3 +102,21 @@ def test_peak_memory_is_the_probe_s_own_even_under_a_large_parent():
     grew = _peak("train", probe)
     assert float(ballast[0]) == 1.0
     assert 5 < grew < 400, grew  # activations, gradients and Adam's moments of a small U-Net
+
+
+def test_prompt_styles_suite_matches_budgets_and_ranks_the_styles(tiny_mode, tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("prompts",), write=str(md), command="expertseg bench --tiny --suite prompts")
+    pr = result["results"]["prompts"]
+    from pipelines.bench.prompts import ARMS
+
+    assert set(pr["arms"]) == set(ARMS) and sorted(pr["ranking"]) == sorted(ARMS)
+    assert pr["expert"] == "drnew" and pr["calibrated_on"] != "drnew" and 0 < pr["target_fraction"] < 0.5
+    for arm, a in pr["arms"].items():
+        assert len(a["test_dice"]) == 1 and 0 < a["annotated_fraction"][0] < 1, arm
+        assert a["value"] in ARMS[arm][3], arm
+    # the target is the default slice-wise scribbles' budget, so slice-wise calibrates onto itself
+    assert pr["arms"]["slicewise"]["value"] == 0.5 and pr["arms"]["slicewise"]["calibration_fraction"] == pr["target_fraction"]
+    assert set(pr["pretraining"]["styles"]) == set(pr["ranking"][:2])
+    text = md.read_text()
+    assert "## Prompt styles" in text and "gain per 1 % annotated" in text

@@ -155,6 +155,9 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
             scribble_seed = int(rng.integers(0, 2**31 - 1))
             if case in test or case in plan[e.id]["dense"]:
                 labels[e.id] = {"kind": "dense", "style": style}
+            elif case in plan[e.id]["scribbles"] and e.scribble_habit:
+                scribbles = {"style": "habit", "seed": scribble_seed, "habit": e.scribble_habit}
+                labels[e.id] = {"kind": "scribbles", "style": style, "scribbles": scribbles}
             elif case in plan[e.id]["scribbles"]:
                 scribbles = {"style": "slicewise", "seed": scribble_seed, "axis": e.scribble_axis,
                              "density": e.scribble_density, "thickness": thickness, "erosion_range": erosion}
@@ -174,15 +177,13 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
     }
 
 
-def _label(subject, entry: dict, experts: dict[str, Expert], expert: str) -> np.ndarray:
+def _label(subject, entry: dict, experts: dict[str, Expert], expert: str, *, spacing: float) -> np.ndarray:
     label = experts[expert].style.apply(subject, entry["style"])
     if entry["kind"] == "scribbles":
         from experts.scribbles import simulate_scribbles
 
-        s = dict(entry["scribbles"])
-        label = simulate_scribbles(label, ignore_label=LABELS["ignore"], style=s.pop("style"), seed=s.pop("seed"),
-                                   axis=s.pop("axis"), density=s.pop("density"), thickness=s.pop("thickness"),
-                                   erosion_range=tuple(s.pop("erosion_range")))
+        s = dict(entry["scribbles"])  # the style, its seed and its own parameters, as logged
+        label = simulate_scribbles(label, ignore_label=LABELS["ignore"], style=s.pop("style"), seed=s.pop("seed"), spacing=(spacing,) * 3, **s)
     return np.asarray(label, dtype=np.uint8)
 
 
@@ -202,7 +203,7 @@ def _write(root: Path, params: dict, *, progress: bool) -> None:
         img_dir, lab_dir = ("imagesTr", "labelsTr") if entry["split"] == "train" else ("imagesTs", "labelsTs")
         save_volume(root / img_dir / f"{case}_0000.nii.gz", subject.image, subject.affine, dtype=np.float32)
         for eid, lab in entry["labels"].items():
-            save_volume(root / lab_dir / eid / f"{case}.nii.gz", _label(subject, lab, experts, eid), subject.affine, dtype=np.uint8)
+            save_volume(root / lab_dir / eid / f"{case}.nii.gz", _label(subject, lab, experts, eid, spacing=params["spacing"]), subject.affine, dtype=np.uint8)
     spec = DatasetSpec(
         name="BrainTissueDemo",
         description=DESCRIPTION,
@@ -237,7 +238,7 @@ def replay_label(root: str | os.PathLike, case: str, expert: str) -> np.ndarray:
     if entry is None:
         raise DatasetError(f"{path}: no label of expert {expert!r} for case {case!r}; pick a pair listed under 'cases'")
     subject = make_subject(params["cases"][case]["subject"], spacing=params["spacing"])
-    return _label(subject, entry, {e.id: e for e in DEMO_EXPERTS}, expert)
+    return _label(subject, entry, {e.id: e for e in DEMO_EXPERTS}, expert, spacing=params["spacing"])
 
 
 def style_dice(root: str | os.PathLike, *, split: str = "test") -> dict[str, tuple[list[str], np.ndarray]]:

@@ -177,6 +177,8 @@ class Expert:
             not labelled densely.
         scribble_axis: the axis the slice-wise scribbles are drawn along (2: axial, 1: coronal).
         scribble_density: fraction of the slices that get scribbles.
+        scribble_habit: a registered annotator habit (:mod:`experts.scribbles.habits`) instead of
+            ScribbleBench's slice-wise strokes, e.g. ``"contour-tracer"``.
     """
 
     id: str
@@ -188,6 +190,7 @@ class Expert:
     scribble_fraction: float = 0.0
     scribble_axis: int = 2
     scribble_density: float = 0.3
+    scribble_habit: str | None = None
 
 
 #: The demo's experts. Pairwise Dice on the test cases lies between ~0.78 and ~0.94 per class;
@@ -243,5 +246,17 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         role="new",
         dense_fraction=0.75,
         min_dense=16,
+    ),
+    Expert(
+        "drtracer",
+        "Second new doctor (role new), who draws differently: on the training cases only broken outlines "
+        "traced just inside each structure (the 'contour-tracer' habit, no slice-wise strokes), dense labels "
+        "on the test cases only. Their style: smoothed outlines, the GM/WM boundary inside the WM and a "
+        "slightly tight outer GM boundary.",
+        TissueStyle(outer_threshold=0.55, wm_margin=0.12, smooth_vox=0.7),
+        role="new",
+        dense_fraction=0.0,
+        scribble_fraction=0.75,
+        scribble_habit="contour-tracer",
     ),
 )
