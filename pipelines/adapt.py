@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.runtime.common import prepare_out, seed_everything, select_device
+from pipelines.runtime.common import check_out, open_out, run_identity, seed_everything, select_device
 from pipelines.runtime.config import config_to_dict, flatten, load_config
 from pipelines.runtime.tracking import Tracker, find_or_create_parent, registry_name
 
@@ -53,16 +53,19 @@ def adapt(
     cfg = load_config(config_path, overrides)
     if tracking:
         cfg.tracking.backend = tracking
-    out = prepare_out(out, overwrite=overwrite, resume=resume, marker="run.json")
+    out = check_out(out, command="adapt", overwrite=overwrite, resume=resume, marker="run.json")
     if resume and (out / "summary.json").exists():
         raise ConfigError(f"{out}: this adaptation already finished; see {out / 'summary.json'}")
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
     device = select_device()
     base = load_model(model, device=device)
     manifest, chosen = _doctor_cases(base, data, expert, cases=cases, shots=shots, seed=cfg.seed)
-    _record_run(out, expert=expert, chosen=chosen, model=model, resume=resume)
+    identity = run_identity(out, cfg, resume=resume)
+    adapter = adapter_from_config(base, expert, cfg, device=device, workdir=out, resume=resume, progress=progress, run_id=identity["run_uid"])
+    adapter.check()  # every setting, before anything is written
+    open_out(out, command="adapt", overwrite=overwrite)
+    _record_run(out, expert=expert, chosen=chosen, model=model, resume=resume, identity=identity)
     labelled, label_kind = doctor_labels(manifest, expert, chosen, scribbles=scribbles, cfg=cfg, ignore_label=base.plan.num_classes, out=out)
-    adapter = adapter_from_config(base, expert, cfg, device=device, workdir=out, resume=resume, progress=progress)
     t_train = time.perf_counter()
     adapter.fit(labelled)
     train_seconds = time.perf_counter() - t_train
@@ -92,13 +95,13 @@ def _doctor_cases(base, data: str, expert: str, *, cases, shots, seed: int):
     return manifest, choose_cases(available, cases=cases, shots=shots, seed=seed)
 
 
-def _record_run(out: Path, *, expert: str, chosen: list[str], model: str, resume: bool) -> None:
+def _record_run(out: Path, *, expert: str, chosen: list[str], model: str, resume: bool, identity: dict) -> None:
     """``run.json``: what this folder adapts; a resume must name the same expert and cases."""
     if resume:
         earlier = json.loads((out / "run.json").read_text())
         if earlier.get("cases") != chosen or earlier.get("expert") != expert:
             raise ConfigError(f"{out}: the run to resume adapted {earlier.get('expert')} on {earlier.get('cases')}; pass the same --expert and cases")
-    (out / "run.json").write_text(json.dumps({"stage": "adapt", "expert": expert, "cases": chosen, "model": model}, indent=2))
+    (out / "run.json").write_text(json.dumps({"stage": "adapt", "expert": expert, "cases": chosen, "model": model, **identity}, indent=2))
 
 
 def doctor_labels(manifest, expert: str, cases: list[str], *, scribbles: bool, cfg, ignore_label: int, out: Path):

@@ -27,8 +27,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from experts.errors import ConfigError, DatasetError
-from pipelines.runtime.common import select_device
+from experts.errors import DatasetError
+from pipelines.runtime.common import check_out, open_out, select_device
 
 __all__ = ["compare"]
 
@@ -60,11 +60,12 @@ def compare(
     cfg = load_config(config_path, overrides)
     if tracking:
         cfg.tracking.backend = tracking
-    out = _empty_out(Path(out), overwrite)
+    out = check_out(out, command="compare", overwrite=overwrite, marker="compare.json")
     device = select_device()
     bundle = load_model(model, device=device, adapters=list(adapters))
     manifest = scan_dataset(data)
     cases, label_experts = _cases(manifest, data, split, max_cases)
+    open_out(out, command="compare", overwrite=overwrite)
     comparison = ExpertComparison(class_names=bundle.plan.class_names, model_experts=list(bundle.experts), label_experts=label_experts)
     show = slice_case if slice_case in cases else cases[0]
     picture = _compare_cases(comparison, bundle, manifest, cases, show=show, device=device, pcfg=cfg.predict, progress=progress)
@@ -91,13 +92,6 @@ def compare(
     _print_diagonal(result)
     click.echo(f"report: {(out / 'report.html').resolve()}")
     return result
-
-
-def _empty_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: not empty; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _cases(manifest, data: str, split: str, max_cases: int | None) -> tuple[list[str], list[str]]:

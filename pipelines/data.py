@@ -87,9 +87,21 @@ def _fmt(values, digits: int = 3) -> str:
     return "(" + ", ".join(f"{float(v):.{digits}f}".rstrip("0").rstrip(".") if digits else str(int(v)) for v in values) + ")"
 
 
+def _dataset_out(out: str, overwrite: bool) -> None:
+    """A dataset command's --out: not inside another dataset or the current folder, and replaced
+    with --overwrite only when it is a dataset itself (never a folder of other files)."""
+    from experts.data.locations import check_output_location, is_dataset
+    from experts.errors import DatasetError
+
+    path = check_output_location(out, what="dataset", replacing_dataset=True)
+    if overwrite and path.is_dir() and any(path.iterdir()) and not is_dataset(path):
+        raise DatasetError(f"{out}: holds files but no dataset; --overwrite replaces only a dataset (dataset.json and imagesTr/); choose an empty or new folder")
+
+
 def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float, overwrite: bool) -> None:
     from experts.data.demo import make_demo_dataset
 
+    _dataset_out(out, overwrite)
     t0 = time.perf_counter()
     path = make_demo_dataset(out, seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, overwrite=overwrite, progress=sys.stderr.isatty())
     click.echo(f"demo dataset written to {Path(path).resolve()} in {time.perf_counter() - t0:.1f} s")
@@ -99,6 +111,7 @@ def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float, over
 def import_(fmt: str, *, src: str, out: str, task, expert, overwrite: bool) -> None:
     from experts.data.converters import import_dataset
 
+    _dataset_out(out, overwrite)
     options = {}
     if task is not None:
         options["task"] = task

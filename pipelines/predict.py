@@ -17,7 +17,7 @@ import click
 from tqdm.auto import tqdm
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.runtime.common import select_device
+from pipelines.runtime.common import select_device, staged
 
 __all__ = ["predict", "find_cases"]
 
@@ -55,6 +55,7 @@ def predict(*, model: str, images: str, out: str, experts: str = "all", adapters
 
     The ``predict`` section of the config (``--config`` / ``--set``: overlap, sliding-window batch,
     blending) sets how; ``overlap`` overrides it."""
+    from experts.data.locations import check_output_location
     from experts.data.nifti import save_volume
     from experts.predictor import disagreement, predict_case
     from pipelines.runtime.config import load_config
@@ -62,6 +63,7 @@ def predict(*, model: str, images: str, out: str, experts: str = "all", adapters
 
     t0 = time.perf_counter()
     pcfg = load_config(config_path, overrides).predict
+    check_output_location(out, what="predictions")
     device = select_device()
     bundle = load_model(model, device=device, adapters=adapters)
     wanted = bundle.experts if experts in ("all", "", None) else [e.strip() for e in experts.split(",") if e.strip()]
@@ -71,18 +73,25 @@ def predict(*, model: str, images: str, out: str, experts: str = "all", adapters
         click.echo(f"warning: this model's shared weights were retrained for {bundle.lineage['forked_for']!r}; other experts' predictions differ from the pretrained model", err=True)
     cases = find_cases(images, num_channels=bundle.plan.num_channels)
     out = Path(out)
-    targets = [out / e / f"{c}.nii.gz" for c in cases for e in wanted] + [out / d / f"{c}.nii.gz" for c in cases for d in ("consensus", "disagreement")]
+    targets = [out / e / f"{c}.nii.gz" for c in cases for e in wanted] + [out / d / f"{c}.nii.gz" for c in cases for d in ("consensus", "disagreement")] + [out / "predictions.json"]
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]}: exists ({len(existing)} output file(s) would be replaced); pass --overwrite or choose another --out")
-    written = []
-    for case, paths in tqdm(cases.items(), desc="predict", disable=not progress, leave=False):
-        pred = predict_case(bundle, paths, wanted, device=device, overlap=pcfg.overlap if overlap is None else overlap, sw_batch_size=pcfg.sw_batch_size, blend=pcfg.blend)
-        for e, lab in zip(wanted, pred.labels()):
-            written.append(str(save_volume(out / e / f"{case}.nii.gz", lab, pred.affine, dtype="uint8")))
-        _, cons = pred.consensus()
-        save_volume(out / "consensus" / f"{case}.nii.gz", cons, pred.affine, dtype="uint8")
-        save_volume(out / "disagreement" / f"{case}.nii.gz", disagreement(pred.probabilities), pred.affine, dtype="float32")
+    with staged(out) as stage:  # a failure on any case leaves --out as it was
+        for case, paths in tqdm(cases.items(), desc="predict", disable=not progress, leave=False):
+            pred = predict_case(bundle, paths, wanted, device=device, overlap=pcfg.overlap if overlap is None else overlap, sw_batch_size=pcfg.sw_batch_size, blend=pcfg.blend)
+            for e, lab in zip(wanted, pred.labels()):
+                save_volume(stage / e / f"{case}.nii.gz", lab, pred.affine, dtype="uint8")
+            _, cons = pred.consensus()
+            save_volume(stage / "consensus" / f"{case}.nii.gz", cons, pred.affine, dtype="uint8")
+            save_volume(stage / "disagreement" / f"{case}.nii.gz", disagreement(pred.probabilities), pred.affine, dtype="float32")
+        _write_manifest(stage, model=model, bundle=bundle, wanted=wanted, cases=cases, seconds=time.perf_counter() - t0)
+    manifest = json.loads((out / "predictions.json").read_text())
+    click.echo(f"predicted {len(wanted)} expert(s) on {len(cases)} case(s) in {manifest['seconds']:.0f} s: {out.resolve()}")
+    return manifest
+
+
+def _write_manifest(folder: Path, *, model: str, bundle, wanted: list[str], cases: dict, seconds: float) -> None:
     manifest = {
         "model": model,
         "model_id": bundle.model_id,
@@ -90,8 +99,6 @@ def predict(*, model: str, images: str, out: str, experts: str = "all", adapters
         "cases": list(cases),
         "classes": bundle.plan.class_names,
         "outputs": {"experts": "<expert>/<case>.nii.gz", "consensus": "consensus/<case>.nii.gz", "disagreement": "disagreement/<case>.nii.gz (nats)"},
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(seconds, 1),
     }
-    (out / "predictions.json").write_text(json.dumps(manifest, indent=2))
-    click.echo(f"predicted {len(wanted)} expert(s) on {len(cases)} case(s) in {manifest['seconds']:.0f} s: {out.resolve()}")
-    return manifest
+    (folder / "predictions.json").write_text(json.dumps(manifest, indent=2))

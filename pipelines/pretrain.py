@@ -21,7 +21,7 @@ import yaml
 from experts.bundle import ModelBundle, save_bundle
 
 from experts.errors import ConfigError, DatasetError
-from pipelines.runtime.common import prepare_out, seed_everything, select_device, select_experts
+from pipelines.runtime.common import check_checkpoint, check_out, open_out, run_identity, seed_everything, select_device, select_experts
 from pipelines.runtime.config import Config, config_to_dict, flatten, load_config
 from pipelines.runtime.tracking import Tracker
 
@@ -132,18 +132,18 @@ def pretrain(
         cfg.tracking.register = register
     ctx = init_distributed()
     try:
-        if ctx.is_main:
-            out = prepare_out(out, resume=resume, overwrite=overwrite)
-        ctx.barrier()
-        out = Path(out)
+        out = check_out(out, command="pretrain", resume=resume, overwrite=overwrite)
         seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
-        s = setup_pretraining(cfg, data, include=include, exclude=exclude, cases=cases)
-        run = _Run.build(cfg, s, out=out, ctx=ctx, progress=progress)
+        s = setup_pretraining(cfg, data, include=include, exclude=exclude, cases=cases)  # every check, before anything is written
+        if ctx.is_main:
+            open_out(out, command="pretrain", overwrite=overwrite)
+        ctx.barrier()
+        run = _Run.build(cfg, s, out=out, ctx=ctx, progress=progress, identity=run_identity(out, cfg, resume=resume))
         start_step, run_id = run.restore() if resume else (0, None)
         tracker = _tracker(cfg, s, out=out, ctx=ctx, run_id=run_id, parent_run_id=parent_run_id)
         with tracker:
             if ctx.is_main:
-                _log_start(tracker, cfg, s, out=out, device=run.device, ctx=ctx, new=start_step == 0)
+                _log_start(tracker, cfg, s, out=out, device=run.device, ctx=ctx, new=start_step == 0, identity=run.identity)
             run.train(tracker, start_step=start_step, on_validate=on_validate)
             train_seconds = time.perf_counter() - t_start
             _check_replicas(run.net, ctx, tracker)
@@ -174,9 +174,10 @@ class _Run:
     val_targets: dict
     val_cache: object
     progress: bool
+    identity: dict
 
     @classmethod
-    def build(cls, cfg: Config, s: PretrainSetup, *, out: Path, ctx, progress: bool) -> "_Run":
+    def build(cls, cfg: Config, s: PretrainSetup, *, out: Path, ctx, progress: bool, identity: dict) -> "_Run":
         import torch
 
         from experts.data.datasets import VolumeCache
@@ -197,12 +198,12 @@ class _Run:
         setup = build_training(plan=s.plan, cache=train_cache, items=s.items, network=net, batch_size=t.batch_size * ctx.world_size, seed=cfg.seed, loss_terms=cfg.loss.terms, augment=dataclasses.asdict(cfg.augment), expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights, device=device)
         optimizer = make_optimizer(param_groups(net, lr=t.lr, weight_decay=t.weight_decay, style_lr_scale=t.style_lr_scale), name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum)
         schedule = make_schedule(optimizer, name=t.schedule, steps=t.steps, warmup_steps=t.warmup_steps)
-        return cls(cfg, s, out, ctx, device, net, model, setup, optimizer, schedule, CheckpointDir(out / "checkpoints"), val_targets, val_cache, progress)
+        return cls(cfg, s, out, ctx, device, net, model, setup, optimizer, schedule, CheckpointDir(out / "checkpoints"), val_targets, val_cache, progress, identity)
 
     def state(self, step: int) -> dict:
         from experts.training.checkpoint import rng_state
 
-        return {"model": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "step": step, "rng": rng_state(), "experts": self.s.experts}
+        return {"model": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "step": step, "rng": rng_state(), "experts": self.s.experts, **self.identity}
 
     def restore(self) -> tuple[int, str | None]:
         """Continue from the newest valid checkpoint: ``(step, MLflow run id)``."""
@@ -212,6 +213,7 @@ class _Run:
         for p in problems if self.ctx.is_main else []:
             click.echo(f"warning: skipped damaged checkpoint: {p}", err=True)
         run_id = json.loads((self.out / "run.json").read_text()).get("mlflow_run_id")
+        check_checkpoint(state, self.identity, self.checkpoints.folder)
         if state is None:
             return 0, run_id
         self.net.load_state_dict(state["model"])
@@ -254,7 +256,8 @@ class _Run:
 def _write_run_files(out: Path, cfg: Config, s: PretrainSetup) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     s.plan.save(out / "plan.json")
-    (out / "dataset.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
+    # the dataset's description as this run saw it; named so that a run folder is never taken for a dataset
+    (out / "data_manifest.json").write_text(json.dumps({"root": str(s.manifest.root), "fingerprint": s.manifest.fingerprint(), "labels": s.manifest.records()}, indent=1))
 
 
 def _tags(cfg: Config, s: PretrainSetup, world_size: int) -> dict:
@@ -276,16 +279,16 @@ def _tracker(cfg: Config, s: PretrainSetup, *, out: Path, ctx, run_id, parent_ru
     return Tracker(run_dir=out, stage="pretrain", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=out.name, tags=_tags(cfg, s, ctx.world_size), resume_run_id=run_id, parent_run_id=parent_run_id)
 
 
-def _log_start(tracker, cfg: Config, s: PretrainSetup, *, out: Path, device, ctx, new: bool) -> None:
+def _log_start(tracker, cfg: Config, s: PretrainSetup, *, out: Path, device, ctx, new: bool, identity: dict) -> None:
     """``run.json`` (the MLflow run to resume), and on a new run its parameters and inputs."""
-    (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root)}, indent=2))
+    (out / "run.json").write_text(json.dumps({"stage": "pretrain", "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri, "data": str(s.manifest.root), **identity}, indent=2))
     if not new:
         return
     tracker.log_params(flatten(config_to_dict(cfg)))
     tracker.log_params({"plan." + k: v for k, v in flatten(s.plan.to_dict()).items()})
     tracker.log_params({"n_train_cases": len(s.train_cases), "n_val_cases": len(s.val_cases), "n_train_labels": len(s.items), "device": device.type, "world_size": ctx.world_size})
     tracker.log_dataset(s.manifest)
-    for name in ("plan.json", "config.yaml", "dataset.json"):
+    for name in ("plan.json", "config.yaml", "data_manifest.json"):
         tracker.log_artifact(out / name)
 
 

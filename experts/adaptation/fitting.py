@@ -93,6 +93,7 @@ class Adapter:
         progress: show progress bars.
         on_log: ``(step, parts)`` every 10 steps; on_score: ``(step, Dice)`` after each scoring
             (a pruning hook may raise).
+        run_id: written into checkpoints; resuming from a checkpoint of another run is refused.
 
     Attributes (after fitting):
         network_: the adapted network (a copy; ``base`` is untouched).
@@ -129,6 +130,7 @@ class Adapter:
         progress: bool = False,
         on_log: Callable[[int, dict], None] | None = None,
         on_score: Callable[[int, float], None] | None = None,
+        run_id: str | None = None,
     ):
         self.base = base
         self.expert = expert
@@ -151,6 +153,7 @@ class Adapter:
         self.progress = progress
         self.on_log = on_log
         self.on_score = on_score
+        self.run_id = run_id
 
     def get_params(self) -> dict:
         """The settings that decide the result (for ``mlflow.log_params``)."""
@@ -238,14 +241,19 @@ class Adapter:
         return scored.get(self.expert), scored.get("before")
 
     # --- internals -------------------------------------------------------------------------------
-    def _check(self, cases) -> None:
-        if not cases:
-            raise ConfigError(f"no labelled case of {self.expert!r} to train on")
+    def check(self) -> "Adapter":
+        """Check every setting (names, parameters) without training; returns ``self``."""
         create_init(self.init), create_trainable(self.trainable)  # unknown names and bad params: one line each
         if self.holdout not in ("auto", "none"):
             raise ConfigError(f"adapt.holdout must be 'auto' or 'none', got {self.holdout!r}")
         if self.base.lineage.get("forked_for"):
             raise ConfigError(f"this model was forked for {self.base.lineage['forked_for']!r}; adapt from the pretrained model instead")
+        return self
+
+    def _check(self, cases) -> None:
+        if not cases:
+            raise ConfigError(f"no labelled case of {self.expert!r} to train on")
+        self.check()
 
     def _caches(self, cases: Sequence[LabelledCase], *, also_scored: Sequence[LabelledCase] = (), expert: str | None = None):
         """Padded volumes of the training cases, unpadded ones of those and ``also_scored``."""
@@ -305,7 +313,7 @@ class Adapter:
         items = [SampleItem(c.case, expert, c.kind, row) for c in cases]
         setup = build_training(plan=self.base.plan, cache=train_cache, items=items, network=net, batch_size=self.batch_size, seed=seed, loss_terms=self.loss_terms, augment=self.augment, device=self.device)
         checkpoints = CheckpointDir(Path(self.workdir) / "checkpoints" / phase) if self.workdir is not None else None
-        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score)
+        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score, run_id=self.run_id)
         run.go(checkpoints=checkpoints, checkpoint_every=self.checkpoint_every, resume=self.resume, progress=self.progress, on_log=self.on_log, eval_every=self.eval_every, desc=f"adapt {expert}")
         return net, row, forks, run.history, run.best["step"]
 
@@ -313,12 +321,13 @@ class Adapter:
 class _Run:
     """The state of one adaptation training run: scoring, best state, checkpoints, resume."""
 
-    def __init__(self, *, net, row, expert, optimizers, setup, score_cache, score_cases, plan, device, steps, on_score):
+    def __init__(self, *, net, row, expert, optimizers, setup, score_cache, score_cases, plan, device, steps, on_score, run_id=None):
         self.net, self.row, self.expert, self.optimizers, self.setup = net, row, expert, optimizers, setup
         self.score_cache, self.score_cases, self.plan, self.device, self.steps, self.on_score = score_cache, score_cases, plan, device, steps, on_score
         self.history: list[tuple[int, float]] = []
         self.best = {"score": -1.0, "step": steps, "state": None}
         self.trainable = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+        self.run_id = run_id
 
     def validate(self, step: int):
         from experts.training.validation import Target, expert_dice
@@ -336,7 +345,7 @@ class _Run:
     def state(self, step: int) -> dict:
         from experts.training.checkpoint import rng_state
 
-        return {"net": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers], "step": step, "history": [list(h) for h in self.history], "best": self.best, "rng": rng_state()}
+        return {"net": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers], "step": step, "history": [list(h) for h in self.history], "best": self.best, "rng": rng_state(), "run_uid": self.run_id}
 
     def restore(self, checkpoints) -> int:
         from experts.training.checkpoint import set_rng_state
@@ -344,6 +353,8 @@ class _Run:
         state, _ = checkpoints.latest_valid()
         if state is None:
             return 0
+        if state.get("run_uid") not in (None, self.run_id):
+            raise ConfigError(f"{checkpoints.folder}: holds checkpoints of another run; start anew with --overwrite")
         self.net.load_state_dict(state["net"])
         self.setup.loss.load_state_dict(state.get("loss", {}))
         for opt, st in zip(self.optimizers, state["optimizers"]):
