@@ -56,6 +56,15 @@ def tracking_option(fn):
     )(fn)
 
 
+def role_option(fn):
+    return click.option(
+        "--role",
+        type=click.Choice(["new", "pretrain"]),
+        default=None,
+        help="new (default): the added expert is kept out of pretraining, for adaptation and evaluation; pretrain: an ordinary expert.",
+    )(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="expertseg")
 def cli():
@@ -111,25 +120,58 @@ def data_demo(out, seed, train_cases, test_cases, spacing, overwrite):
 
 
 @data.command("import")
-@click.argument("fmt", type=click.Choice(["qubiq", "msseg2016", "nnunet"]))
-@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False), help="Source folder (never modified).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Destination dataset folder.")
+@click.argument("fmt", type=click.Choice(["qubiq", "msseg2016", "nnunet", "scribbles"]))
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False), help="Source folder (never modified); scribbles: <case>.nii.gz label files.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="qubiq, msseg2016, nnunet: destination dataset folder (required).")
 @click.option("--task", type=int, default=None, help="QUBIQ: which task to import (e.g. 1 for task01_seg*).")
-@click.option("--expert", default=None, help="nnU-Net: id of the single expert (default 'nnunet').")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--expert", default=None, help="nnU-Net: id of the single expert (default 'nnunet'); scribbles: id of the new expert (required).")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False), help="scribbles: the dataset to add the expert to, in place (required).")
+@click.option("--unlabelled", default=None, metavar="zero-shifted|VALUE", help="scribbles (required): zero-shifted = 0 is unlabelled and classes are shifted by one (1 = background); an integer VALUE = that value is unlabelled, other values are classes as stored.")
+@role_option
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out; scribbles: replace the expert's labels if it exists.")
 @user_errors
-def data_import(fmt, src, out, task, expert, overwrite):
-    """Convert a public dataset layout into the multi-expert layout.
+def data_import(fmt, src, out, task, expert, data, unlabelled, role, overwrite):
+    """Convert a public dataset layout into the multi-expert layout, or add real scribbles as an expert.
 
     \b
     Examples:
       expertseg data import qubiq --src QUBIQ/brain-growth --out brain_growth --task 1
       expertseg data import msseg2016 --src MSSEG2016/Training --out msseg
       expertseg data import nnunet --src Dataset004_Hippocampus --out hippo
+      expertseg data import scribbles --src itksnap_scribbles --data demo_data --expert drscrib --unlabelled zero-shifted
     """
     from pipelines.data import import_
 
-    import_(fmt, src=src, out=out, task=task, expert=expert, overwrite=overwrite)
+    import_(fmt, src=src, out=out, task=task, expert=expert, overwrite=overwrite, data=data, unlabelled=unlabelled, role=role)
+
+
+@data.command("scribble")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset folder; changed in place unless --out.")
+@click.option("--expert", required=True, help="Expert whose dense training labels the scribbles are drawn from.")
+@click.option("--style", default=None, help="Registered scribble style: slicewise, line, centreline, contour, clicks, box, slices, habit.")
+@click.option("--habit", default=None, help="Annotator habit for --style habit (implies it): sparse-centreline, contour-tracer, box-then-clicks, quick-lines.")
+@click.option("--as", "new_id", default=None, metavar="NEW_ID", help="Id of the new expert (default <expert>-<style>, or <expert>-<habit>).")
+@role_option
+@click.option("--seed", type=int, default=None, help="Base seed; case i uses seed*1000+i (default: the config's seed, 0).")
+@config_options
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Write a new dataset (--data plus the new expert) here, with hard links; --data is untouched.")
+@click.option("--overwrite", is_flag=True, help="Replace the new expert's labels if it exists, and a non-empty --out.")
+@user_errors
+def data_scribble(data, expert, style, habit, new_id, role, seed, config_path, overrides, out, overwrite):
+    """Add a simulated doctor: scribbles drawn from an expert's dense labels, as a new expert.
+
+    The style's params come from the config's scribbles section when --style is its name, else the
+    style's defaults, then --set scribbles.params.KEY=VALUE. The new expert's labelsTs/ are copies of
+    the expert's dense test labels; every case's parameters go to DATA/.expertseg/scribbles-NEW_ID.json.
+
+    \b
+    Examples:
+      expertseg data scribble --data demo_data --expert drnew --style line --set scribbles.params.n_strokes=2
+      expertseg data scribble --data demo_data --expert drnew --habit contour-tracer --as drtracer --out demo_plus
+    """
+    from pipelines.data import scribble
+
+    scribble(data, expert=expert, style=style, habit=habit, new_id=new_id, role=role, seed=seed, config_path=config_path, overrides=overrides, out=out, overwrite=overwrite)
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""``expertseg data``: check, demo and import."""
+"""``expertseg data``: check, demo, import, and add an expert (simulated or imported scribbles)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-__all__ = ["check", "demo", "import_", "format_summary"]
+__all__ = ["check", "demo", "import_", "scribble", "format_summary"]
 
 
 def check(dataset: str, *, quick: bool = False) -> None:
@@ -108,7 +108,21 @@ def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float, over
     click.echo(f"next: expertseg data check {out}")
 
 
-def import_(fmt: str, *, src: str, out: str, task, expert, overwrite: bool) -> None:
+def import_(fmt: str, *, src: str, out, task, expert, overwrite: bool, data=None, unlabelled=None, role=None) -> None:
+    """``qubiq|msseg2016|nnunet``: a new dataset in ``out``; ``scribbles``: expert ``expert`` added to ``data``."""
+    from experts.errors import ExpertsegError
+
+    if fmt == "scribbles":
+        wrong = [f"needs {flag}" for flag, value in (("--data", data), ("--expert", expert), ("--unlabelled", unlabelled)) if value is None]
+        wrong += [f"takes no {flag}" for flag, value in (("--out", out), ("--task", task)) if value is not None]
+        if wrong:
+            raise ExpertsegError(f"data import scribbles {' and '.join(wrong)}: it adds expert --expert to the dataset --data in place, e.g. --src S --data D --expert drscrib --unlabelled zero-shifted")
+        from experts.data.scribble_import import import_scribbles
+
+        added = import_scribbles(src, data, expert=expert, unlabelled=unlabelled, role=role or "new", overwrite=overwrite)
+        return report_added(added, what=f"scribbles imported from {src}", where=data)
+    if out is None or data is not None or unlabelled is not None or role is not None:
+        raise ExpertsegError(f"data import {fmt}: needs --out (the dataset to create); --data, --unlabelled and --role are for 'data import scribbles'")
     from experts.data.converters import import_dataset
 
     _dataset_out(out, overwrite)
@@ -120,3 +134,44 @@ def import_(fmt: str, *, src: str, out: str, task, expert, overwrite: bool) -> N
     path = import_dataset(fmt, src=src, out=out, overwrite=overwrite, **options)
     click.echo(f"imported {fmt} dataset into {Path(path).resolve()}")
     click.echo(f"next: expertseg data check {out}")
+
+
+def scribble(data: str, *, expert: str, style, habit, new_id, role, seed, config_path, overrides, out, overwrite: bool) -> None:
+    """Add a simulated doctor: scribbles drawn from ``expert``'s dense labels (see :func:`simulate_expert`)."""
+    from experts.data.simulated_expert import resolve_style, simulate_expert
+
+    style = resolve_style(style, habit)
+    cfg = scribble_config(style, habit, config_path, overrides)
+    added = simulate_expert(
+        data, source=expert, style=style, params=cfg.scribbles.params, new_id=new_id, seed=cfg.seed if seed is None else seed,
+        role=role or "new", out=out, overwrite=overwrite, progress=sys.stderr.isatty(),
+    )
+    report_added(added, what=f"{'habit ' + habit if habit else style} scribbles simulated from {expert}'s dense training labels", where=out or data)
+
+
+def scribble_config(style: str, habit, config_path, overrides):
+    """The run config whose ``scribbles`` section configures ``style``: the config file's section when
+    it names ``style``, else the style's defaults (for ``slicewise``: the embedded defaults), then
+    ``--habit`` and the ``--set`` overrides (``scribbles.params.k=v``)."""
+    from experts.errors import ConfigError
+    from pipelines.runtime.config import load_config
+
+    base = load_config(config_path)
+    extra = [] if base.scribbles.name == style else [f"scribbles.name={style}", "scribbles.params={}"]
+    if habit is not None:
+        extra.append(f"scribbles.params.habit={habit}")
+    cfg = load_config(config_path, [*extra, *overrides])
+    if cfg.scribbles.name != style:
+        raise ConfigError(f"--set scribbles.name={cfg.scribbles.name} disagrees with --style {style}; give the style with --style only")
+    return cfg
+
+
+def report_added(added, *, what: str, where: str) -> None:
+    """Print what an added expert received, its warnings, its log and the next command."""
+    for line in added.warnings:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(f"added expert {added.expert} to {added.root}: {what}")
+    click.echo(f"  labelsTr/{added.expert}/: {len(added.train)} files; labelsTs/{added.expert}/: {len(added.test)} files")
+    if added.log is not None:
+        click.echo(f"  parameters and provenance: {added.log}")
+    click.echo(f"next: expertseg data check {where}")

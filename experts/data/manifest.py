@@ -21,7 +21,7 @@ from experts.data.nifti import load_volume, spacing_of
 from experts.data.spec import DatasetSpec, read_spec, valid_id
 from experts.errors import DatasetError
 
-__all__ = ["SPLITS", "CaseFiles", "LabelFile", "Manifest", "scan_dataset", "label_kind"]
+__all__ = ["SPLITS", "CaseFiles", "LabelFile", "Manifest", "scan_dataset", "label_kind", "geometry_problems"]
 
 #: split name -> (images folder, labels folder)
 SPLITS = {"train": ("imagesTr", "labelsTr"), "test": ("imagesTs", "labelsTs")}
@@ -311,6 +311,17 @@ def scan_dataset(root: str | os.PathLike, *, read_voxels: bool = True) -> Manife
     if problems:
         raise DatasetError(problems)
     return Manifest(root=root, spec=spec, cases=cases, labels=labels, experts=list(experts), warnings=warnings, excluded=excluded)
+
+
+def geometry_problems(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarray, *, like: CaseFiles) -> list[str]:
+    """Why a file of ``shape`` and ``affine`` is not on the grid of case ``like`` (rule 4), or ``[]``.
+
+    The tolerances are the dataset contract's: spacing 1e-3 mm, direction cosines 1e-4, origin 1e-3 mm.
+    """
+    problems: list[str] = []
+    vol = (tuple(int(s) for s in shape), np.asarray(affine, dtype=np.float64))
+    _compare_geometry((like.shape, like.affine), vol, Path(path), problems, against=like.images[0])
+    return problems
 
 
 def _geometry(path: Path, *, read_voxels: bool, kind: str):
