@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import pytest
 from click.testing import CliRunner
 
