@@ -6,6 +6,11 @@ A bundle is a folder::
     model.json                      architecture, expert ids (row order), classes, ids
     plan.json                       preprocessing plan
     config.yaml                     the resolved run config
+    bundle.sha256                   checksums of the four files above (format 2)
+
+Loading checks every file against ``bundle.sha256`` and validates ``model.json`` and ``plan.json``
+field by field, so a damaged or hand-edited plan (``patch_size: [0, 0, 0]``) is refused instead of
+predicting nonsense.
 
 It is what pretraining registers in MLflow and what ``adapt``, ``predict`` and ``compare`` load:
 the network is rebuilt from code + ``model.json`` and the weights are read with
@@ -26,7 +31,7 @@ import yaml
 from experts.data.plan import Plan
 from experts.errors import ModelFileError
 from experts.networks import NETWORKS, ConditionedNetwork, create_network
-from experts.training.checkpoint import load_checked, save_checked
+from experts.training.checkpoint import atomic_write_bytes, file_digest, load_checked, save_checked
 
 __all__ = ["ModelBundle", "save_bundle", "load_bundle", "FORMAT", "VERSION", "READABLE_VERSIONS"]
 
@@ -91,8 +96,42 @@ def save_bundle(folder: str | Path, bundle: ModelBundle) -> Path:
     (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     bundle.plan.save(folder / "plan.json")
     (folder / "config.yaml").write_text(yaml.safe_dump(bundle.config, sort_keys=False))
+    sums = "".join(f"{file_digest(folder / name)}  {name}\n" for name in BUNDLE_FILES)
+    atomic_write_bytes(folder / "bundle.sha256", sums.encode())
     bundle.model_id = digest
     return folder
+
+
+#: the files a bundle's checksum covers
+BUNDLE_FILES = ("weights.pt", "model.json", "plan.json", "config.yaml")
+
+
+def _check_bundle_sums(folder: Path, version: int) -> None:
+    sums = folder / "bundle.sha256"
+    if not sums.is_file():
+        if version >= 2:
+            raise ModelFileError(f"{folder}: no bundle.sha256; the model folder is incomplete or was not written by expertseg")
+        return  # format 1 bundles predate it; their weights still carry their own checksum
+    listed = dict(reversed(line.split(None, 1)) for line in sums.read_text().splitlines() if line.strip())
+    for name in BUNDLE_FILES:
+        if name not in listed or not (folder / name).is_file() or file_digest(folder / name) != listed[name].strip():
+            raise ModelFileError(f"{folder / name}: does not match bundle.sha256; the model folder was changed or damaged; use the original or retrain")
+
+
+def _model_meta_problems(meta: dict, path: Path) -> list[str]:
+    import re
+
+    experts = meta.get("experts")
+    if not (isinstance(experts, list) and experts and all(isinstance(e, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", e) for e in experts)):
+        return [f"{path}: 'experts' must list the expert ids in row order, got {str(experts)[:80]}"]
+    if len(set(experts)) != len(experts):
+        return [f"{path}: 'experts' names an expert twice"]
+    heads = meta.get("expert_heads", [])
+    if not (isinstance(heads, list) and all(isinstance(h, int) and 0 <= h < len(experts) for h in heads)):
+        return [f"{path}: 'expert_heads' must list rows of existing experts"]
+    if not isinstance(meta.get("arch"), dict) or not isinstance(meta["arch"].get("kwargs", {}), dict):
+        return [f"{path}: 'arch' must be a mapping with name and kwargs"]
+    return []
 
 
 def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> ModelBundle:
@@ -112,16 +151,24 @@ def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> Mo
         raise ModelFileError(f"{meta_path}: not valid JSON; the model folder is damaged") from None
     if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
         raise ModelFileError(f"{meta_path}: not an expertseg model (format {meta.get('format')!r} version {meta.get('version')!r})")
+    problems = _model_meta_problems(meta, meta_path)
+    if problems:
+        raise ModelFileError(problems)
+    _check_bundle_sums(folder, meta["version"])
     arch = meta.get("arch") or {}
     if arch.get("name") not in NETWORKS:
         raise ModelFileError(f"{meta_path}: unknown architecture {arch.get('name')!r}; known: {', '.join(NETWORKS.names())}")
     try:
         plan = Plan.load(folder / "plan.json")
-    except (FileNotFoundError, TypeError, json.JSONDecodeError):
+    except (FileNotFoundError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise ModelFileError(f"{folder / 'plan.json'}: missing or damaged preprocessing plan") from None
     config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
     experts = list(meta["experts"])
-    net = build_network(arch, plan=plan, num_experts=len(experts))
+    try:
+        net = build_network(arch, plan=plan, num_experts=len(experts))
+        net.check_input_size(plan.patch_size)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{meta_path}: the architecture and plan do not fit ({str(err).splitlines()[0][:200]})") from None
     for idx in meta.get("expert_heads", []):
         net.add_expert_head(int(idx))
     state = load_checked(folder / "weights.pt")

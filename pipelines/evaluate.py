@@ -81,7 +81,11 @@ def evaluate(*, pred: str, data: str, tolerance: float | None = None, out: str |
         p, r = load_volume(f, kind="label"), load_volume(lf.path, kind="label")
         if p.array.shape != r.array.shape or not np.allclose(p.affine, r.affine, atol=1e-3):
             raise DatasetError(f"{f}: shape/affine {p.array.shape} differ from the label {lf.path} {r.array.shape}; predict on this dataset's images")
-        for row in score_pair(np.asarray(p.array).astype(np.int64), np.asarray(r.array).astype(np.int64), class_names=names, spacing=spacing_of(r.affine), tolerance_mm=tolerance, ignore_label=manifest.spec.ignore_label):
+        pred_labels = np.asarray(p.array)
+        bad = np.setdiff1d(np.unique(pred_labels), np.arange(len(names)))
+        if bad.size:
+            raise DatasetError(f"{f}: holds label value {bad[0]!r}, not a class of {data} (0..{len(names) - 1}); a prediction holds only the dataset's classes")
+        for row in score_pair(pred_labels.astype(np.int64), np.asarray(r.array).astype(np.int64), class_names=names, spacing=spacing_of(r.affine), tolerance_mm=tolerance, ignore_label=manifest.spec.ignore_label):
             rows.append({"case": case, "prediction": pred_expert, "reference": ref_expert, "split": lf.split, **row})
     summary = _summarise(rows)
     result = {"tolerance_mm": tolerance, "classes": names[1:], "rows": rows, "summary": summary, "conventions": _CONVENTIONS}

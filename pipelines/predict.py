@@ -41,6 +41,9 @@ def find_cases(images: str | Path, *, num_channels: int) -> dict[str, list[Path]
             raise DatasetError(f"{f}: name must be <case>_<CCCC>.nii.gz for a {num_channels}-channel model")
     out = {}
     for case, chans in sorted(cases.items()):
+        extra = sorted(c for c in chans if c >= num_channels)
+        if extra:
+            raise DatasetError(f"{images}: case {case} has channel file {case}_{extra[0]:04d}.nii.gz but the model takes {num_channels} channel(s); pass only the model's channels")
         missing = [c for c in range(num_channels) if c not in chans]
         if missing:
             raise DatasetError(f"{images}: case {case} lacks channel(s) {missing} ({case}_{missing[0]:04d}.nii.gz)")

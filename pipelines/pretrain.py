@@ -60,6 +60,9 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
 
     manifest = scan_dataset(data)
     experts = select_experts(manifest, include=include, exclude=exclude)
+    unknown = sorted(set(cfg.sampling.expert_weights) - set(experts))
+    if unknown:
+        raise ConfigError(f"sampling.expert_weights names {', '.join(unknown)}, not among the experts trained on ({', '.join(experts)}); fix the names or drop them")
     rows = {e: (0 if cfg.sampling.pool_experts else i) for i, e in enumerate(experts)}
     labels = [lf for lf in manifest.labels_of(split="train") if lf.expert in rows]
     if cases is not None:

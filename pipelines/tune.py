@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import click
 import numpy as np
 import yaml
 
-from experts.errors import ConfigError
+from experts.errors import ConfigError, TrackingError
 from pipelines.runtime.common import select_device
 from pipelines.runtime.config import apply_overrides, config_to_dict, load_config
 
@@ -72,16 +71,25 @@ SEARCH_SPACES = {"pretrain": _pretrain_space, "adapt": _adapt_space}
 
 
 def open_storage(url: str, *, heartbeat: int, grace: int | None):
-    """An Optuna storage for ``url`` (see module docstring)."""
+    """An Optuna storage for ``url`` (see module docstring); an unusable one is one line, exit 2."""
     import optuna
 
+    if not url.startswith(("journal:", "sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        raise ConfigError(f"--storage {url[:120]!r}: not a storage this command opens; use sqlite:///FILE.db, journal:FILE or postgresql://user@host/db")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message=r".*(heartbeat|RetryHeartbeatStaleTrialCallback).*")
+    try:
+        return _storage(optuna, url, heartbeat=heartbeat, grace=grace)
+    except Exception as err:  # noqa: BLE001 - a driver, a file or a server that is not there
+        raise TrackingError(f"--storage {url[:120]}: cannot be opened ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); check the address, the server and the driver") from None
+
+
+def _storage(optuna, url: str, *, heartbeat: int, grace: int | None):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = Path(url[len("journal:") :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.journal.JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite:///"):
@@ -92,7 +100,7 @@ def open_storage(url: str, *, heartbeat: int, grace: int | None):
         heartbeat_interval=heartbeat,
         grace_period=grace,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        engine_kwargs={"pool_pre_ping": True},
+        engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
     )
 
 

@@ -75,8 +75,13 @@ def read_adapter_meta(folder: str | Path) -> dict:
         raise ModelFileError(f"{folder}: no adapter.json; pass an adapter folder written by 'expertseg adapt'") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelFileError(f"{path}: not valid JSON; the adapter is damaged") from None
-    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
-        raise ModelFileError(f"{path}: not an expertseg adapter (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
+        raise ModelFileError(f"{path}: not an expertseg adapter (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    missing = [k for k in ("expert", "base_model_id", "base", "forks") if k not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: lacks {', '.join(missing)}; the adapter is damaged or was not written by expertseg")
+    if not (isinstance(meta["expert"], str) and meta["expert"] and isinstance(meta["base"], str) and meta["base"] and isinstance(meta["base_model_id"], str) and isinstance(meta["forks"], bool)):
+        raise ModelFileError(f"{path}: expert, base and base_model_id must be text and forks true or false")
     return meta
 
 

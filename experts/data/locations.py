@@ -82,6 +82,14 @@ def check_output_location(out: str | os.PathLike, *, what: str = "output", repla
     cwd = Path.cwd().resolve()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{out}: is a file, not a folder; choose a folder for the {what}")
+    long = next((part for part in path.parts if len(part.encode()) > 255), None)
+    if long is not None:
+        raise ConfigError(f"{str(out)[:120]}: a folder name is longer than 255 bytes ({long[:40]}...); choose a shorter --out")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{out}: lies under {existing}, which is a file; choose a folder for the {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: {existing} cannot be written (read-only or no permission); choose a folder you can write")
     if path.resolve() == cwd or path.resolve() in cwd.parents:
         raise ConfigError(f"{out}: is the current folder or one around it; choose a new folder for the {what} (e.g. {Path(out) / what})")
     inside = next((p for p in (path, *path.parents) if p.name in DATA_FOLDERS), None)

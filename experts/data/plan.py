@@ -56,6 +56,12 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
+        """A plan from plain data, every field checked (a damaged or hand-edited plan is refused)."""
+        from experts.errors import ModelFileError
+
+        problems = _plan_problems(data)
+        if problems:
+            raise ModelFileError(problems)
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
@@ -66,6 +72,36 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _plan_problems(data) -> list[str]:
+    import math
+
+    if not isinstance(data, dict):
+        return [f"plan.json: a plan is a mapping, found {type(data).__name__}"]
+    names = {f for f in Plan.__dataclass_fields__}
+    required = names - {"ct_stats", "orientation"}
+    problems = [f"plan.json: missing {k!r}" for k in sorted(required - set(data))] + [f"plan.json: unknown key {k!r}" for k in sorted(set(data) - names)]
+    if problems:
+        return problems
+
+    def three(key, kind):
+        v = data[key]
+        ok = isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)
+        ok = ok and (kind is float or all(float(x).is_integer() for x in v))
+        return [] if ok else [f"plan.json: {key!r} must be 3 positive {'numbers' if kind is float else 'integers'}, got {str(v)[:80]}"]
+
+    problems = three("spacing", float) + three("patch_size", int) + three("median_shape", int)
+    if not (isinstance(data["class_names"], list) and len(data["class_names"]) >= 2 and all(isinstance(c, str) and c for c in data["class_names"])):
+        problems.append("plan.json: 'class_names' must list at least background and one class")
+    if not (isinstance(data["channel_names"], list) and data["channel_names"] and all(isinstance(c, str) for c in data["channel_names"])):
+        problems.append("plan.json: 'channel_names' must list at least one channel")
+    elif not (isinstance(data["normalization"], list) and len(data["normalization"]) == len(data["channel_names"]) and set(data["normalization"]) <= {"zscore", "ct", "none"}):
+        problems.append("plan.json: 'normalization' must give zscore, ct or none for each channel")
+    ignore = data["ignore_label"]
+    if ignore is not None and not (isinstance(ignore, int) and not isinstance(ignore, bool) and ignore >= 2):
+        problems.append(f"plan.json: 'ignore_label' must be null or an integer >= 2, got {ignore!r}")
+    return problems
 
 
 def fit_patch(shape, *, cap, divisor: int) -> list[int]:

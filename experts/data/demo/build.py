@@ -71,15 +71,15 @@ def make_demo_dataset(
 
     Raises:
         DatasetError: ``out`` is not empty (and ``overwrite`` is False) or is a file.
-        ValueError: invalid sizes or spacing.
+        DatasetError: invalid sizes or spacing (a ValueError).
     """
     out = Path(out)
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-        raise ValueError(f"n_train must be an integer >= 1, got {n_train!r}")
+        raise DatasetError(f"n_train (--train-cases) must be an integer >= 1, got {n_train!r}")
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
-        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
+        raise DatasetError(f"n_test (--test-cases) must be an integer >= 0, got {n_test!r}")
     if not (isinstance(spacing, (int, float)) and 0.5 <= spacing <= 12):
-        raise ValueError(f"spacing must be a voxel size in mm between 0.5 and 12, got {spacing!r}")
+        raise DatasetError(f"spacing (--spacing) must be a voxel size in mm between 0.5 and 12, got {spacing!r}")
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
