@@ -76,25 +76,23 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
     items = [SampleItem(lf.case, lf.expert, lf.kind, rows[lf.expert]) for lf in labels if lf.case in set(train_cases)]
     arch = {"name": cfg.network.name, "kwargs": {"channels": list(cfg.network.channels), "cin": cfg.network.cin, "features": list(cfg.network.features)}}
     torch.manual_seed(cfg.seed)
-    network = create_network(
-        cfg.network.name,
-        in_channels=manifest.spec.num_channels,
-        num_classes=manifest.spec.num_classes,
-        num_experts=1 if cfg.sampling.pool_experts else len(experts),
-        **arch["kwargs"],
-    )
-    plan = make_plan(
-        manifest,
-        divisor=network.divisor,
-        spacing=cfg.data.spacing,
-        patch_size=cfg.data.patch_size,
-        max_patch_size=cfg.data.max_patch_size,
-        normalization=cfg.data.normalization,
-    )
     try:
+        network = create_network(
+            cfg.network.name,
+            in_channels=manifest.spec.num_channels,
+            num_classes=manifest.spec.num_classes,
+            num_experts=1 if cfg.sampling.pool_experts else len(experts),
+            **arch["kwargs"],
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"network: {str(err).splitlines()[0][:300]}") from None
+    try:
+        plan = make_plan(manifest, divisor=network.divisor, spacing=cfg.data.spacing, patch_size=cfg.data.patch_size, max_patch_size=cfg.data.max_patch_size, normalization=cfg.data.normalization)
         network.check_input_size(plan.patch_size)
     except ValueError as err:
-        raise ConfigError(f"data.patch_size: {err}") from None
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"data: {str(err).splitlines()[0][:300]}") from None
     return PretrainSetup(cfg, manifest, experts, rows, plan, network, train_cases, val_cases, items, arch)
 
 

@@ -79,12 +79,12 @@ def check_output_location(out: str | os.PathLike, *, what: str = "output", repla
         ConfigError: one line naming the location, the dataset it touches and what to do.
     """
     path = Path(os.path.abspath(out))
+    long = next((part for part in path.parts if len(part.encode()) > 255), None)
+    if long is not None or len(str(path).encode()) > 4000:
+        raise ConfigError(f"{str(out)[:120]}...: a folder name is longer than 255 bytes or the path longer than 4000; choose a shorter --out")
     cwd = Path.cwd().resolve()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{out}: is a file, not a folder; choose a folder for the {what}")
-    long = next((part for part in path.parts if len(part.encode()) > 255), None)
-    if long is not None:
-        raise ConfigError(f"{str(out)[:120]}: a folder name is longer than 255 bytes ({long[:40]}...); choose a shorter --out")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{out}: lies under {existing}, which is a file; choose a folder for the {what}")
