@@ -76,7 +76,7 @@ def _leaves(cls, prefix=""):
 
 def _wrong(hint) -> str:
     """A YAML value that ``hint`` refuses."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    origin = typing.get_origin(hint)
     if origin in (typing.Union,) or str(origin) == "<class 'types.UnionType'>":
         return "{a: {b: c}}"
     if origin is list:
