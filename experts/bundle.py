@@ -31,6 +31,7 @@ import yaml
 from experts.data.plan import Plan
 from experts.errors import ModelFileError
 from experts.networks import NETWORKS, ConditionedNetwork, create_network
+from experts.params import load_yaml
 from experts.training.checkpoint import atomic_write_bytes, file_digest, load_checked, save_checked
 
 __all__ = ["ModelBundle", "save_bundle", "load_bundle", "FORMAT", "VERSION", "READABLE_VERSIONS"]
@@ -162,7 +163,7 @@ def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> Mo
         plan = Plan.load(folder / "plan.json")
     except (FileNotFoundError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise ModelFileError(f"{folder / 'plan.json'}: missing or damaged preprocessing plan") from None
-    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+    config = load_yaml((folder / "config.yaml").read_text(), where=str(folder / "config.yaml"), error=ModelFileError) if (folder / "config.yaml").is_file() else {}
     experts = list(meta["experts"])
     try:
         net = build_network(arch, plan=plan, num_experts=len(experts))

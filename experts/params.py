@@ -6,6 +6,11 @@ that dataclass, collecting one line per problem: an unknown key (with a close ma
 a value outside its choices. Ints are accepted for floats, booleans never pass as numbers, and YAML
 1.1's ``1e-3`` (read as text) counts as a number. Nothing is evaluated: parameters are data.
 
+YAML from users is read by :func:`load_yaml`: a :class:`StrictYAMLLoader` (``yaml.SafeLoader`` that
+refuses aliases and nests at most :data:`MAX_YAML_DEPTH` levels), so a few hundred bytes cannot
+expand into gigabytes ("billion laughs"). Values echoed in messages are cut by
+:func:`experts.errors.shorten`.
+
 Example:
     >>> @dataclass
     ... class P:
@@ -23,9 +28,83 @@ import types
 import typing
 from typing import Any, Literal
 
-from experts.errors import ConfigError
+import yaml
 
-__all__ = ["build_dataclass", "check_params", "describe_type"]
+from experts.errors import ConfigError, shorten
+
+__all__ = [
+    "MAX_YAML_DEPTH",
+    "StrictYAMLLoader",
+    "YAMLLimitError",
+    "load_yaml",
+    "build_dataclass",
+    "check_params",
+    "describe_type",
+]
+
+#: Deepest nesting a YAML document may have (a run config nests 5 levels: loss.terms[0].params.x).
+MAX_YAML_DEPTH = 32
+
+
+class YAMLLimitError(Exception):
+    """A YAML document uses an alias or nests too deeply; the message says where (no ``where`` prefix)."""
+
+
+class StrictYAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``, merge keys ``<<: *name``) and documents
+    nested deeper than :data:`MAX_YAML_DEPTH`.
+
+    An alias repeats a node without copying it, so 9 aliases of 9 aliases of ... expand into 9**n
+    values when the document is walked or printed; refusing them keeps the cost of a document
+    proportional to its size. Anchors without aliases are harmless and accepted.
+    """
+
+    max_depth = MAX_YAML_DEPTH
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YAMLLimitError(
+                f"line {event.start_mark.line + 1}: YAML alias *{shorten(event.anchor, 40, quote=False)} is not accepted "
+                "(aliases and merge keys can expand a small file into gigabytes); write the values out"
+            )
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                mark = self.peek_event().start_mark
+                raise YAMLLimitError(f"line {mark.line + 1}: nested deeper than {self.max_depth} levels; flatten the document")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(text: str, *, where: str, error: type = ConfigError):
+    """Parse YAML text from a user with :class:`StrictYAMLLoader`.
+
+    Args:
+        text: the document.
+        where: the file (or option) for messages.
+        error: the :class:`~experts.errors.ExpertsegError` subclass to raise.
+
+    Raises:
+        error: an alias, too deep nesting, a syntax error or a value that cannot be built, one line.
+    """
+    try:
+        return yaml.load(text, Loader=StrictYAMLLoader)  # a SafeLoader subclass: builds plain data only
+    except YAMLLimitError as err:
+        raise error(f"{where}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise error(f"{where}: not valid YAML{at}; fix the syntax") from None
+    except (ValueError, OverflowError, RecursionError) as err:  # e.g. an integer of 10,000 digits
+        reason = str(err) or type(err).__name__
+        raise error(f"{where}: a value cannot be read ({shorten(reason, quote=False)}); fix it") from None
+
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -48,7 +127,7 @@ def check_params(schema: type, params: dict | None, *, owner: str):
 def build_dataclass(cls, raw, *, prefix: str, where: str, problems: list[str]):
     """``cls(**raw)`` with every key and value checked; problems are appended, never raised."""
     if not isinstance(raw, dict):
-        problems.append(f"{where}: {prefix.rstrip('.') or 'the parameters'} must be a mapping, found {raw!r}")
+        problems.append(f"{where}: {prefix.rstrip('.') or 'the parameters'} must be a mapping, found {shorten(raw)}")
         return _default(cls)
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
@@ -57,7 +136,7 @@ def build_dataclass(cls, raw, *, prefix: str, where: str, problems: list[str]):
         if key not in names:
             close = [n for n in sorted(names) if n.startswith(str(key)[:3])]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}: unknown key '{prefix}{key}'{hint}; known keys: {', '.join(sorted(names)) or 'none'}")
+            problems.append(f"{where}: unknown key '{prefix}{shorten(key, quote=False)}'{hint}; known keys: {', '.join(sorted(names)) or 'none'}")
     kwargs = {}
     for f in fields:
         if f.name not in raw:
@@ -66,7 +145,7 @@ def build_dataclass(cls, raw, *, prefix: str, where: str, problems: list[str]):
             continue
         ok, converted = _coerce(raw[f.name], hints[f.name], prefix=f"{prefix}{f.name}.", where=where, problems=problems)
         if not ok:
-            problems.append(f"{where}: '{prefix}{f.name}' must be {describe_type(hints[f.name])}, got {raw[f.name]!r}")
+            problems.append(f"{where}: '{prefix}{f.name}' must be {describe_type(hints[f.name])}, got {shorten(raw[f.name])}")
             continue
         kwargs[f.name] = converted
     try:

@@ -18,6 +18,7 @@ from monai.transforms import SpatialResample
 
 from experts.bundle import ModelBundle
 from experts.data.nifti import load_volume
+from experts.data.plan import check_resampled_size
 from experts.data.transforms import image_preprocessing
 from experts.inference import predict_experts
 
@@ -85,6 +86,7 @@ def predict_case(
     if len(image_paths) != plan.num_channels:
         raise ValueError(f"the model expects {plan.num_channels} channel(s) ({', '.join(plan.channel_names)}), got {len(image_paths)} file(s)")
     ref = load_volume(image_paths[0])
+    check_resampled_size(ref.array.shape, ref.affine, plan.spacing, where=str(image_paths[0]), patch_size=plan.patch_size)  # before MONAI resamples
     data = image_preprocessing(plan, pad=False)({"image": [str(p) for p in image_paths]})
     image = data["image"]
     rows = [bundle.row(e) for e in experts]

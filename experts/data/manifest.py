@@ -4,6 +4,11 @@
 channels, readable 3D NIfTI, one shape and one affine per case, declared whole-number label values.
 It collects all problems before raising, so that a user fixes a dataset in one pass, and returns a
 :class:`Manifest`: what the loaders, the sampler and the tracker use.
+
+Every file goes through :func:`experts.data.nifti.read_header` and
+:func:`~experts.data.nifti.volume_shape` (also with ``read_voxels=False``), so the geometry rules a
+check enforces (finite, non-degenerate affine, positive spacing, a volume rather than a line, the
+voxel budget) are the ones pretraining relies on.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experts.data.nifti import load_volume, spacing_of
+from experts.data.nifti import load_volume, read_header, spacing_of, volume_shape
 from experts.data.spec import DatasetSpec, read_spec, valid_id
-from experts.errors import DatasetError
+from experts.errors import DatasetError, shorten
 
 __all__ = ["SPLITS", "CaseFiles", "LabelFile", "Manifest", "scan_dataset", "label_kind", "geometry_problems"]
 
@@ -328,15 +333,8 @@ def _geometry(path: Path, *, read_voxels: bool, kind: str):
     if read_voxels:
         vol = load_volume(path, kind=kind)
         return tuple(int(s) for s in vol.array.shape), vol.affine, vol.array
-    from experts.data.nifti import read_header
-
     img = read_header(path)
-    shape = tuple(int(s) for s in img.header.get_data_shape())
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise DatasetError(f"{path}: {len(shape)}D volume of shape {shape}, expected 3D; store one channel per file")
-    return shape, np.asarray(img.affine, dtype=np.float64), None
+    return volume_shape(img, path), np.asarray(img.affine, dtype=np.float64), None
 
 
 def _compare_geometry(ref, vol, path: Path, problems: list[str], against: Path | None = None):
@@ -374,5 +372,5 @@ def _value_problem(array: np.ndarray, allowed: np.ndarray, spec: DatasetSpec, pa
     unknown = values[~np.isin(values, allowed)]
     if unknown.size:
         shown = ", ".join(f"{float(v):g}" for v in unknown[:5])
-        return f"{path}: label value(s) {shown} not declared in dataset.json labels {spec.labels}; declare them or relabel"
+        return f"{path}: label value(s) {shown} not declared in dataset.json labels {shorten(spec.labels, 200)}; declare them or relabel"
     return None

@@ -4,19 +4,27 @@ nnU-Net's experiment planning in miniature: target spacing (median of the traini
 size (the median resampled shape, capped and made to fit the network's depth) and intensity
 normalisation per channel (z-score per image for MRI-like channels; global clipping and z-score
 for channels named CT). Orientation is RAS for every volume the network sees.
+
+The voxel budget (:func:`experts.data.nifti.max_voxels`) holds after resampling too:
+:func:`make_plan` computes every training case's resampled and padded shape (and the patch) as
+numbers, before anything is allocated, and refuses a target spacing that would exceed it, naming
+``data.spacing``, the case, the resulting shape and the budget; :func:`check_resampled_size` does the
+same for one volume (e.g. an image to predict).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from experts.data.nifti import load_volume
+from experts.data.nifti import VOXEL_BUDGET_ENV, load_volume, max_voxels
+from experts.errors import ConfigError, DatasetError, shorten
 
-__all__ = ["Plan", "make_plan", "fit_patch"]
+__all__ = ["Plan", "make_plan", "fit_patch", "check_resampled_size"]
 
 
 @dataclass
@@ -109,8 +117,9 @@ def fit_patch(shape, *, cap, divisor: int) -> list[int]:
     return [max(2 * divisor, (min(int(s), int(c)) // divisor) * divisor) for s, c in zip(shape, cap)]
 
 
-def _ras_shape(shape, affine, spacing) -> np.ndarray:
-    """Shape of a volume after reorientation to RAS and resampling to ``spacing``."""
+def _ras_extent(shape, affine, spacing) -> np.ndarray:
+    """Shape of a volume after reorientation to RAS and resampling to ``spacing``, as floats (so a
+    hostile spacing gives a large number rather than an integer overflow)."""
     import nibabel as nib
 
     ornt = nib.orientations.io_orientation(affine)
@@ -118,7 +127,50 @@ def _ras_shape(shape, affine, spacing) -> np.ndarray:
     extent = np.asarray(shape, float) * np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
     ras_extent = np.empty(3)
     ras_extent[order] = extent
-    return np.maximum(1, np.round(ras_extent / np.asarray(spacing, float))).astype(int)
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.maximum(1.0, np.round(ras_extent / np.asarray(spacing, float)))
+
+
+def _check_spacing(spacing) -> list[float]:
+    """A target spacing given by the user: 3 positive finite numbers, else :class:`ConfigError`."""
+    try:
+        values = [float(s) for s in spacing]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"'data.spacing' must be 3 positive finite numbers (mm), got {shorten(spacing)}; or null for the dataset's median spacing")
+    return values
+
+
+def _shape_text(extent) -> str:
+    return "(" + ", ".join(f"{v:.0f}" if v < 1e9 else f"{v:.3g}" for v in extent) + ")"
+
+
+def check_resampled_size(shape, affine, spacing, *, where: str, patch_size=None) -> None:
+    """Refuse a volume that would exceed the voxel budget once resampled to ``spacing`` (and padded
+    to ``patch_size``); nothing is allocated.
+
+    Args:
+        shape: ``[X, Y, Z]`` voxels of the volume as stored.
+        affine: ``[4, 4]`` its voxel-to-world matrix.
+        spacing: target spacing in mm (RAS order).
+        where: the file or case, for the message.
+        patch_size: pad to at least this (training), or ``None``.
+
+    Raises:
+        DatasetError: the resampled volume holds more voxels than :func:`~experts.data.nifti.max_voxels`.
+    """
+    budget = max_voxels()
+    extent = _ras_extent(shape, affine, spacing)
+    if patch_size is not None:
+        extent = np.maximum(extent, np.asarray(patch_size, float))
+    total = float(np.prod(extent))
+    if total > budget:
+        raise DatasetError(
+            f"{where}: resampling shape {tuple(int(s) for s in shape)} to spacing ({', '.join(f'{float(v):g}' for v in spacing)}) mm "
+            f"gives {_shape_text(extent)} = {total:.3g} voxels, above the voxel budget of {budget:,}; "
+            f"predict with a coarser model or crop the image, or raise {VOXEL_BUDGET_ENV}"
+        )
 
 
 def make_plan(
@@ -153,8 +205,11 @@ def make_plan(
         sp = np.empty(3)
         sp[ornt[:, 0].astype(int)] = c.spacing
         spacings.append(sp)
-    target = [float(s) for s in (np.median(spacings, axis=0) if spacing is None else spacing)]
-    shapes = np.array([_ras_shape(c.shape, c.affine, target) for c in cases])
+    target = [float(s) for s in np.median(spacings, axis=0)] if spacing is None else _check_spacing(spacing)
+    budget = max_voxels()
+    extents = np.array([_ras_extent(c.shape, c.affine, target) for c in cases])
+    _check_budget(extents, cases, target, budget=budget, given=spacing is not None, what="resamples")
+    shapes = extents.astype(int)
     median_shape = [int(s) for s in np.median(shapes, axis=0)]
     if patch_size is None:
         patch = fit_patch(median_shape, cap=max_patch_size, divisor=divisor)
@@ -162,7 +217,11 @@ def make_plan(
         patch = [int(p) for p in patch_size]
         bad = [p for p in patch if p % divisor or p < 2 * divisor]
         if bad:
-            raise ValueError(f"patch size {patch}: every axis must be a multiple of {divisor} and at least {2 * divisor} for this network depth")
+            raise ConfigError(f"'data.patch_size' {tuple(patch)}: every axis must be a multiple of {divisor} and at least {2 * divisor} for this network depth")
+    if math.prod(patch) > budget:
+        key = "data.max_patch_size" if patch_size is None else "data.patch_size"
+        raise ConfigError(f"'{key}' gives a patch of {tuple(patch)} = {math.prod(patch):,} voxels, above the voxel budget of {budget:,} ({VOXEL_BUDGET_ENV}); use a smaller patch")
+    _check_budget(np.maximum(extents, np.asarray(patch, float)), cases, target, budget=budget, given=spacing is not None, what=f"with patch {tuple(patch)} pads")
     channel_names = [manifest.spec.channel_names[str(i)] for i in range(manifest.spec.num_channels)]
     norms = []
     for name in channel_names:
@@ -183,6 +242,24 @@ def make_plan(
         ignore_label=manifest.spec.ignore_label,
         median_shape=median_shape,
         ct_stats=ct_stats,
+    )
+
+
+def _check_budget(extents: np.ndarray, cases, target, *, budget: int, given: bool, what: str) -> None:
+    """Refuse the plan if a case's resampled (or padded) volume exceeds the voxel budget."""
+    if not len(extents):
+        return
+    totals = np.prod(extents, axis=1)
+    worst = int(np.argmax(totals))
+    if totals[worst] <= budget:
+        return
+    c = cases[worst]
+    spacing = "(" + ", ".join(f"{v:g}" for v in target) + ")"
+    head = f"'data.spacing' {spacing} mm" if given else f"the dataset's median spacing {spacing} mm"
+    fix = "use a coarser spacing (null: the dataset's median)" if given else "set a coarser 'data.spacing' or resample the finest cases"
+    raise (ConfigError if given else DatasetError)(
+        f"{head} {what} case {c.case} (shape {tuple(c.shape)}) to {_shape_text(extents[worst])} = {totals[worst]:.3g} voxels, "
+        f"above the voxel budget of {budget:,} ({VOXEL_BUDGET_ENV}); {fix}"
     )
 
 

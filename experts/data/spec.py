@@ -10,6 +10,10 @@ with one folder of labels per expert::
     <dataset>/labelsTs/<expert>/<case>.nii.gz    (optional)
 
 This module reads and checks the JSON file; :mod:`experts.data.manifest` checks the files.
+
+``dataset.json`` is read by :func:`read_json`: at most :data:`MAX_JSON_BYTES` and nested at most
+:data:`MAX_JSON_DEPTH` levels (a real one nests 3: ``experts`` -> id -> ``description``), so a
+hostile file fails with one line instead of a ``RecursionError`` or gigabytes of parsing.
 """
 
 from __future__ import annotations
@@ -19,14 +23,30 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experts.errors import DatasetError
+from experts.errors import DatasetError, shorten
 
-__all__ = ["ID_PATTERN", "FILE_ENDINGS", "ExpertInfo", "DatasetSpec", "valid_id", "read_spec", "write_spec"]
+__all__ = [
+    "ID_PATTERN",
+    "FILE_ENDINGS",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "ExpertInfo",
+    "DatasetSpec",
+    "valid_id",
+    "read_json",
+    "read_spec",
+    "parse_spec",
+    "write_spec",
+]
 
 #: Case and expert ids become file names, MLflow tags and registry aliases.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 FILE_ENDINGS = (".nii.gz", ".nii")
 ROLES = ("new",)
+#: Largest dataset.json read (10 MB; nnU-Net's with thousands of training entries are under 1 MB).
+MAX_JSON_BYTES = 10 * 1024 * 1024
+#: Deepest nesting of arrays and objects accepted in dataset.json.
+MAX_JSON_DEPTH = 32
 
 
 def valid_id(text: str) -> bool:
@@ -111,15 +131,54 @@ def read_spec(root: str | Path) -> DatasetSpec:
     path = Path(root) / "dataset.json"
     if not path.is_file():
         raise DatasetError(f"{path}: missing; every dataset needs a dataset.json (see DATASET_SPEC, or run 'expertseg data import')")
+    return parse_spec(read_json(path), where=str(path))
+
+
+def read_json(path: str | Path):
+    """Decode a user's JSON file (a ``dataset.json``) within :data:`MAX_JSON_BYTES` and
+    :data:`MAX_JSON_DEPTH`.
+
+    Raises:
+        DatasetError: unreadable, too large, not UTF-8, not JSON or nested too deeply (one line).
+    """
+    path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_JSON_BYTES + 1)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot be read ({err.strerror or type(err).__name__}); check the file and its permissions") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise DatasetError(f"{path}: larger than {MAX_JSON_BYTES // (1024 * 1024)} MB; a dataset.json describes labels, channels and experts in a few kB")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+    too_deep = f"{path}: nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects; a dataset.json nests 3 (experts -> id -> description), flatten it"
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); fix the syntax") from None
-    return parse_spec(raw, where=str(path))
+    except RecursionError:
+        raise DatasetError(too_deep) from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise DatasetError(f"{path}: a value cannot be read ({shorten(str(err), quote=False)}); fix it") from None
+    if _depth(raw) > MAX_JSON_DEPTH:
+        raise DatasetError(too_deep)
+    return raw
+
+
+def _depth(value) -> int:
+    """Nesting depth of decoded JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((child, depth) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def parse_spec(raw: object, *, where: str = "dataset.json") -> DatasetSpec:
@@ -136,21 +195,26 @@ def parse_spec(raw: object, *, where: str = "dataset.json") -> DatasetSpec:
         for name, value in labels.items():
             if isinstance(value, bool) or not isinstance(value, int):
                 problems.append(
-                    f'{where}: label "{name}" has value {value!r}; values must be integers '
+                    f'{where}: label "{shorten(name, quote=False)}" has value {shorten(value)}; values must be integers '
                     "(region-based labels are not supported)"
                 )
         labels = {k: v for k, v in labels.items() if isinstance(v, int) and not isinstance(v, bool)}
         if labels:
             if labels.get("background") != 0:
-                problems.append(f'{where}: "background" must be label 0, found {labels.get("background")!r}; renumber labels')
+                problems.append(f'{where}: "background" must be label 0, found {shorten(labels.get("background"))}; renumber labels')
             values = sorted(labels.values())
             if values != list(range(len(values))):
-                problems.append(f"{where}: label values {values} must be consecutive integers from 0; renumber labels")
+                problems.append(f"{where}: label values {shorten(values)} must be consecutive integers from 0; renumber labels")
             if "ignore" in labels and labels["ignore"] != max(values):
                 top = max(labels.items(), key=lambda kv: kv[1])
                 problems.append(
                     f"{where}: ignore label {labels['ignore']} must be the highest label value "
-                    f"(found '{top[0]}': {top[1]}); renumber labels"
+                    f"(found '{shorten(top[0], quote=False)}': {top[1]}); renumber labels"
+                )
+            if not set(labels) - {"background", "ignore"}:
+                problems.append(
+                    f'{where}: "labels" declares no foreground class (only {" and ".join(sorted(labels))}); '
+                    'add the structure to segment, e.g. {"background": 0, "tumour": 1, "ignore": 2}'
                 )
 
     channels = raw.get("channel_names", raw.get("modality"))
@@ -158,33 +222,33 @@ def parse_spec(raw: object, *, where: str = "dataset.json") -> DatasetSpec:
         problems.append(f'{where}: "channel_names" must map channel indices to names, e.g. {{"0": "T1"}}')
         channels = {}
     elif sorted(channels) != [str(i) for i in range(len(channels))]:
-        problems.append(f'{where}: "channel_names" keys must be "0", "1", ... consecutively, found {sorted(channels)}')
+        problems.append(f'{where}: "channel_names" keys must be "0", "1", ... consecutively, found {shorten(sorted(channels))}')
 
     ending = raw.get("file_ending")
     if ending not in FILE_ENDINGS:
-        problems.append(f'{where}: "file_ending" must be ".nii.gz" or ".nii", found {ending!r}')
+        problems.append(f'{where}: "file_ending" must be ".nii.gz" or ".nii", found {shorten(ending)}')
 
     experts = raw.get("experts")
     parsed: dict[str, ExpertInfo] | None = None
     if experts is not None:
         if not isinstance(experts, dict):
-            problems.append(f'{where}: "experts" must be an object of expert ids, e.g. {{"rater1": {{}}}}')
+            problems.append(f'{where}: "experts" must be an object mapping expert ids to objects, e.g. {{"rater1": {{}}}}, found {type(experts).__name__} {shorten(experts)}')
         else:
             parsed = {}
             for eid, info in experts.items():
                 if not valid_id(eid):
                     problems.append(
-                        f'{where}: expert id "{eid}" is not allowed; use letters, digits, "_" and "-" '
+                        f'{where}: expert id "{shorten(eid, quote=False)}" is not allowed; use letters, digits, "_" and "-" '
                         "(pattern [A-Za-z0-9][A-Za-z0-9_-]*)"
                     )
                     continue
                 info = {} if info is None else info
                 if not isinstance(info, dict):
-                    problems.append(f'{where}: expert "{eid}" must be an object such as {{"description": "..."}}')
+                    problems.append(f'{where}: expert "{eid}" must be an object such as {{"description": "..."}}, found {type(info).__name__} {shorten(info)}')
                     continue
                 role = info.get("role")
                 if role is not None and role not in ROLES:
-                    problems.append(f'{where}: expert "{eid}" has role {role!r}; the only role is "new"')
+                    problems.append(f'{where}: expert "{eid}" has role {shorten(role)}; the only role is "new"')
                 description = info.get("description", "")
                 if not isinstance(description, str):
                     problems.append(f'{where}: expert "{eid}" description must be text')

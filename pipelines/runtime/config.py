@@ -5,11 +5,19 @@ are the embedded defaults the demo runs on (``configs/default.yaml`` spells them
 section.key=value`` overrides one value (the value is parsed as YAML). Unknown keys, wrong types and
 values outside their choices are errors naming the key and what is allowed. Nothing is evaluated:
 configs are data.
+
+Limits, so that a small hostile file fails fast: a config file holds at most :data:`MAX_CONFIG_BYTES`;
+YAML (files and ``--set`` values) is read without aliases and at most
+:data:`experts.params.MAX_YAML_DEPTH` levels deep (:func:`experts.params.load_yaml`); user values
+echoed in messages are shortened (:func:`experts.errors.shorten`). ``data.spacing`` must be positive
+and finite here; whether it fits the voxel budget depends on the data and is checked by
+:func:`experts.data.plan.make_plan`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -18,8 +26,8 @@ from typing import Any, Literal
 
 import yaml
 
-from experts.errors import ConfigError
-from experts.params import build_dataclass, check_params
+from experts.errors import ConfigError, shorten
+from experts.params import StrictYAMLLoader, YAMLLimitError, build_dataclass, check_params, load_yaml
 
 __all__ = [
     "Config",
@@ -28,7 +36,14 @@ __all__ = [
     "config_to_dict",
     "flatten",
     "apply_overrides",
+    "MAX_CONFIG_BYTES",
 ]
+
+#: Largest config file read (configs/default.yaml is 4 kB).
+MAX_CONFIG_BYTES = 1 << 20
+#: Most levels and widest level of ``network.channels`` (8 levels already need 256-voxel patches).
+MAX_LEVELS = 8
+MAX_WIDTH = 1024
 
 
 @dataclass
@@ -193,17 +208,21 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         path = Path(path)
         where = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_CONFIG_BYTES + 1)
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found; see configs/ for examples") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a config file; pass a YAML file (see configs/)") from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot be read ({err.strerror or type(err).__name__}); check the path and its permissions") from None
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} kB; a config is a few kB of YAML (see configs/default.yaml)")
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8 YAML") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            at = f" (line {mark.line + 1})" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{at}; fix the syntax") from None
+        raw = load_yaml(text, where=str(path)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config is a mapping of sections (data:, train:, ...), found {type(raw).__name__}")
     raw = _upgrade_legacy_keys(apply_overrides(_upgrade_legacy_keys(raw, where=where, warn=True), overrides), where=where, warn=True)
@@ -263,7 +282,7 @@ def _upgrade_legacy_keys(raw: dict, *, where: str, warn: bool) -> dict:
         if isinstance(adapt, dict) and isinstance(adapt.get(key), str):
             value = adapt[key]
             adapt[key] = {"name": "expert", "params": {"expert": value.split(":", 1)[1]}} if key == "init" and value.startswith("expert:") else {"name": value}
-            notes.append(f"adapt.{key}: {value} -> adapt.{key}: {{name: {adapt[key]['name']}{', params: ...' if adapt[key].get('params') else ''}}}")
+            notes.append(f"adapt.{key}: {shorten(value, quote=False)} -> adapt.{key}: {{name: {shorten(adapt[key]['name'], quote=False)}{', params: ...' if adapt[key].get('params') else ''}}}")
     for path, cls in COMPONENT_SECTIONS.items():
         node = raw
         for part in path[:-1]:
@@ -287,17 +306,19 @@ def apply_overrides(raw: dict, overrides: typing.Sequence[str]) -> dict:
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.steps=100")
+            raise ConfigError(f"--set {shorten(item)}: expected section.key=value, e.g. --set train.steps=100")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
+            parsed = yaml.load(value, Loader=StrictYAMLLoader) if value.strip() else ""
+        except YAMLLimitError as err:
+            raise ConfigError(f"--set {shorten(key.strip(), quote=False)}: {err}") from None
+        except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
+            parsed = value  # not YAML: the text itself (the type check names the key if text is wrong)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+                raise ConfigError(f"--set {shorten(item)}: {shorten(part)} is a value, not a section")
         node[parts[-1]] = parsed
     return out
 
@@ -344,17 +365,21 @@ def _check_values(cfg: Config, where: str) -> None:
         if not value > 0:
             problems.append(f"{where}: '{name}' must be > 0, got {value}")
     for name, lst in (("data.patch_size", cfg.data.patch_size), ("data.spacing", cfg.data.spacing), ("data.max_patch_size", cfg.data.max_patch_size)):
-        if lst is not None and (len(lst) != 3 or min(lst) <= 0):
-            problems.append(f"{where}: '{name}' must be 3 positive numbers, got {lst}")
-    if len(cfg.network.channels) < 2 or min(cfg.network.channels) < 1:
-        problems.append(f"{where}: 'network.channels' needs at least 2 positive widths, got {cfg.network.channels}")
+        if lst is not None and (len(lst) != 3 or not all(math.isfinite(v) and v > 0 for v in lst)):
+            problems.append(f"{where}: '{name}' must be 3 positive numbers, got {shorten(lst)}")
+    channels = cfg.network.channels
+    if not 2 <= len(channels) <= MAX_LEVELS or min(channels) < 1 or max(channels) > MAX_WIDTH:
+        problems.append(
+            f"{where}: 'network.channels' needs 2 to {MAX_LEVELS} widths between 1 and {MAX_WIDTH}, got {shorten(channels)}; "
+            "e.g. [16, 32, 64, 128]"
+        )
     if not cfg.evaluate.tolerance_mm >= 0:
         problems.append(f"{where}: 'evaluate.tolerance_mm' must be >= 0, got {cfg.evaluate.tolerance_mm}")
     if not 0 <= cfg.predict.overlap < 1:
         problems.append(f"{where}: 'predict.overlap' must be in [0, 1), got {cfg.predict.overlap}")
     for kind in cfg.sampling.kind_weights:
         if kind not in ("dense", "partial"):
-            problems.append(f"{where}: 'sampling.kind_weights' keys are 'dense' and 'partial', got {kind!r}")
+            problems.append(f"{where}: 'sampling.kind_weights' keys are 'dense' and 'partial', got {shorten(kind)}")
     if any(w < 0 for w in list(cfg.sampling.kind_weights.values()) + list(cfg.sampling.expert_weights.values())):
         problems.append(f"{where}: sampling weights must be >= 0")
     problems += _check_loss_terms(cfg.loss, where)
@@ -375,7 +400,7 @@ def _check_loss_terms(loss: LossConfig, where: str) -> list[str]:
         problems.append(f"{where}: 'loss.terms' names a term twice ({', '.join(names)})")
     for i, t in enumerate(loss.terms):
         if t.name not in LOSS_TERMS:
-            problems.append(f"{where}: 'loss.terms[{i}].name' is {t.name!r}; known loss terms: {', '.join(LOSS_TERMS.names())}")
+            problems.append(f"{where}: 'loss.terms[{i}].name' is {shorten(t.name)}; known loss terms: {', '.join(LOSS_TERMS.names())}")
             continue
         if t.weight < 0 or t.start_step < 0 or t.ramp_steps < 0:
             problems.append(f"{where}: 'loss.terms[{i}]' weight, start_step and ramp_steps must be >= 0")
@@ -396,9 +421,9 @@ def _check_components(cfg: Config, where: str) -> list[str]:
     from experts.networks import CIN_PLACEMENTS
 
     if cfg.network.name not in NETWORKS:
-        problems.append(f"{where}: 'network.name' is {cfg.network.name!r}; known networks: {', '.join(NETWORKS.names())}")
+        problems.append(f"{where}: 'network.name' is {shorten(cfg.network.name)}; known networks: {', '.join(NETWORKS.names())}")
     if cfg.network.cin not in CIN_PLACEMENTS:
-        problems.append(f"{where}: 'network.cin' must be one of {', '.join(map(repr, CIN_PLACEMENTS))}, got {cfg.network.cin!r}")
+        problems.append(f"{where}: 'network.cin' must be one of {', '.join(map(repr, CIN_PLACEMENTS))}, got {shorten(cfg.network.cin)}")
     checks = (("adapt.init", create_init, cfg.adapt.init), ("adapt.trainable", create_trainable, cfg.adapt.trainable))
     for key, create, section in checks:
         try:

@@ -23,14 +23,13 @@ Layout decisions:
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
 from experts.data.converters import DatasetWriter, read_nifti, safe_id, track
-from experts.data.spec import ExpertInfo, parse_spec, valid_id
+from experts.data.spec import ExpertInfo, parse_spec, read_json, valid_id
 from experts.errors import DatasetError
 
 __all__ = ["convert", "read_nnunet_json"]
@@ -48,10 +47,7 @@ def read_nnunet_json(src: Path) -> dict:
     path = src / "dataset.json"
     if not path.is_file():
         raise DatasetError(f"{path}: missing; an nnU-Net raw dataset folder (DatasetXXX_Name) holds dataset.json, imagesTr/ and labelsTr/")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not valid UTF-8 JSON ({err}); fix the file") from None
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise DatasetError(f"{path}: the top level must be a JSON object")
     labels = raw.get("labels")

@@ -22,7 +22,7 @@ import numpy as np
 from experts.data.demo.anatomy import make_subject, make_subject_params, output_grid
 from experts.data.demo.styles import DEMO_EXPERTS, LABELS, Expert
 from experts.data.nifti import load_volume, save_volume
-from experts.data.spec import DatasetSpec, ExpertInfo, write_spec
+from experts.data.spec import DatasetSpec, ExpertInfo, read_spec, write_spec
 from experts.errors import DatasetError
 
 __all__ = ["make_demo_dataset", "draw_params", "replay_label", "style_dice", "PARAMS_FILE", "DESCRIPTION"]
@@ -254,11 +254,12 @@ def style_dice(root: str | os.PathLike, *, split: str = "test") -> dict[str, tup
     """
     root = Path(root)
     folder = root / ("labelsTs" if split == "test" else "labelsTr")
-    spec = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-    ignore = spec["labels"].get("ignore")
-    classes = {k: v for k, v in spec["labels"].items() if k not in ("background", "ignore")}
+    spec = read_spec(root)  # checked: "experts" is a mapping of ids, never a string of letters
+    ignore = spec.ignore_label
+    classes = {k: v for k, v in spec.labels.items() if k not in ("background", "ignore")}
     folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    ids = [e for e in spec.get("experts") or {} if e in folders] + [e for e in folders if e not in (spec.get("experts") or {})]
+    declared = spec.experts or {}
+    ids = [e for e in declared if e in folders] + [e for e in folders if e not in declared]
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for eid in ids:
         for f in sorted((folder / eid).glob("*.nii*")):
