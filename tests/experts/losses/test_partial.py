@@ -107,3 +107,24 @@ def test_mismatched_shapes_are_refused():
     logits, target = base_inputs()
     with pytest.raises(ValueError, match="do not match"):
         PartialDiceCELoss(ignore_label=IGNORE)(logits, target[..., :3])
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+@pytest.mark.parametrize("ignore", [IGNORE, None])
+def test_the_fused_loss_matches_the_composed_functions_with_their_gradients(batch_dice, ignore):
+    """[B=2, K=3, 4x5x6] float64: values and gradients of the fast path equal autograd's on the
+    composed partial CE and soft Dice (weights 0.7 and 1.3)."""
+    from experts.losses import partial_cross_entropy
+
+    logits, target = case_inputs("unequal_annotation_batch_dice_false")
+    if ignore is None:
+        target = target.clamp_max(2)
+    a = logits.clone().requires_grad_(True)
+    fused = PartialDiceCELoss(ignore_label=ignore, ce_weight=0.7, dice_weight=1.3, batch_dice=batch_dice)(a, target)
+    fused["loss"].backward()
+    b = logits.clone().requires_grad_(True)
+    composed = 0.7 * partial_cross_entropy(b, target, ignore_label=ignore) + 1.3 * partial_soft_dice(b, target, ignore_label=ignore, batch_dice=batch_dice)[0]
+    composed.backward()
+    assert torch.allclose(fused["loss"], composed, atol=1e-12)
+    assert torch.allclose(a.grad, b.grad, atol=1e-12)
+    assert not fused["ce"].requires_grad and not fused["dice"].requires_grad
