@@ -130,6 +130,7 @@ def pretrain(
         cfg.tracking.backend = tracking
     if register is not None:
         cfg.tracking.register = register
+    Tracker.probe(cfg)
     ctx = init_distributed()
     try:
         if ctx.is_main:
