@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -81,7 +80,7 @@ def open_storage(url: str, *, heartbeat: int, grace: int | None):
 
         path = Path(url[len("journal:") :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.journal.JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite:///"):
