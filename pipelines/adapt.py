@@ -53,6 +53,7 @@ def adapt(
     cfg = load_config(config_path, overrides)
     if tracking:
         cfg.tracking.backend = tracking
+    Tracker.probe(cfg)
     out = check_out(out, command="adapt", overwrite=overwrite, resume=resume, marker="run.json")
     if resume and (out / "summary.json").exists():
         raise ConfigError(f"{out}: this adaptation already finished; see {out / 'summary.json'}")

@@ -55,11 +55,13 @@ def compare(
     from experts.styles import style_map, style_vectors
     from pipelines.runtime.config import load_config
     from pipelines.runtime.models import load_model
+    from pipelines.runtime.tracking import Tracker
 
     t0 = time.perf_counter()
     cfg = load_config(config_path, overrides)
     if tracking:
         cfg.tracking.backend = tracking
+    Tracker.probe(cfg)
     out = check_out(out, command="compare", overwrite=overwrite, marker="compare.json")
     device = select_device()
     bundle = load_model(model, device=device, adapters=list(adapters))

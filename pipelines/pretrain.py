@@ -131,6 +131,7 @@ def pretrain(
         cfg.tracking.backend = tracking
     if register is not None:
         cfg.tracking.register = register
+    Tracker.probe(cfg)
     ctx = init_distributed()
     try:
         out = check_out(out, command="pretrain", resume=resume, overwrite=overwrite)

@@ -153,6 +153,8 @@ def tune(
     """Run ``trials`` trials of the study (joining it if it exists); returns the study summary."""
     import optuna
 
+    from pipelines.runtime.tracking import Tracker
+
     if stage not in SEARCH_SPACES:
         raise ConfigError(f"--stage must be one of {', '.join(SEARCH_SPACES)}, got {stage!r}")
     if stage == "adapt" and not (model and expert):
@@ -162,6 +164,7 @@ def tune(
     cfg = load_config(config_path, overrides)
     if tracking:
         cfg.tracking.backend = tracking
+    Tracker.probe(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"

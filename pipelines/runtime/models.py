@@ -2,38 +2,40 @@
 
 Accepted: a run folder (holding ``model/``), a model folder (``model.json``), an adapter folder
 (``adapter.json``: its pretrained model is loaded first, then the adapter), or an MLflow URI
-(``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run_id>/model``), downloaded to a
-local cache and loaded by our code, never by MLflow's unpickling loader.
+(``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run_id>/model``), downloaded to the
+user's cache (:func:`cache_dir`) and loaded by our code, never by MLflow's unpickling loader. A lookup
+never creates anything in the current folder, and a failed one creates nothing at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 from experts.errors import ModelFileError
 
-__all__ = ["resolve_model_dir", "load_model", "pinned_ref"]
+__all__ = ["resolve_model_dir", "load_model", "pinned_ref", "cache_dir"]
+
+MLFLOW_REFS = ("models:/", "runs:/", "mlflow-artifacts:")
 
 
-def _cache_dir() -> Path:
-    return Path.cwd() / "mlruns" / "downloads"
+def cache_dir() -> Path:
+    """expertseg's cache: ``$EXPERTSEG_CACHE``, else ``$XDG_CACHE_HOME/expertseg``, else
+    ``~/.cache/expertseg``. Downloaded models go to ``<cache>/models/<key>``."""
+    if os.environ.get("EXPERTSEG_CACHE", "").strip():
+        return Path(os.environ["EXPERTSEG_CACHE"].strip()).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "expertseg"
 
 
 def resolve_model_dir(ref: str) -> Path:
     """A local folder for ``ref`` (downloading MLflow artifacts when needed)."""
-    if ref.startswith(("models:/", "runs:/", "mlflow-artifacts:")):
-        import mlflow
-
-        from pipelines.runtime.tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        dst = _cache_dir() / hashlib.sha256(ref.encode()).hexdigest()[:16]
-        dst.mkdir(parents=True, exist_ok=True)
-        try:
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
-        except Exception as err:  # noqa: BLE001
-            raise ModelFileError(f"{ref}: cannot fetch from MLflow at {tracking_uri()} ({type(err).__name__}: {str(err)[:160]}); check the name/alias or MLFLOW_TRACKING_URI") from None
+    if ref.startswith(MLFLOW_REFS):
+        return _download(ref)
     path = Path(ref)
     if not path.exists():
         raise ModelFileError(f"{ref}: no such model folder or MLflow URI; pass a run folder, its model/ folder, an adapter folder or models:/<name>@<alias>")
@@ -41,6 +43,46 @@ def resolve_model_dir(ref: str) -> Path:
         if (candidate / "model.json").is_file() or (candidate / "adapter.json").is_file():
             return candidate
     raise ModelFileError(f"{ref}: holds no model.json or adapter.json; pass a folder written by expertseg")
+
+
+def _download(ref: str) -> Path:
+    """Fetch ``ref`` from MLflow into the cache: into a temporary folder first, moved into the
+    cache only once complete, so a failure leaves no folder behind."""
+    import mlflow
+
+    from experts.errors import TrackingError
+    from pipelines.runtime.tracking import mlflow_client, probe_server, tracking_uri
+
+    uri = tracking_uri()
+    probe_server(uri, fix=f"start the server or point MLFLOW_TRACKING_URI at a running one, or pass a run folder instead of {ref}")
+    try:
+        mlflow_client(uri)  # the one client set-up (timeouts); refuses a SQLite store that does not exist
+    except TrackingError as err:
+        raise ModelFileError(f"{ref}: {err.problems[0]}") from None
+    staging = Path(tempfile.mkdtemp(prefix="expertseg-download-"))
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(staging), tracking_uri=uri))
+    except Exception as err:  # noqa: BLE001
+        shutil.rmtree(staging, ignore_errors=True)
+        text = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise ModelFileError(f"{ref}: cannot fetch from MLflow at {uri} ({type(err).__name__}: {text}); check the name/alias or MLFLOW_TRACKING_URI") from None
+    try:
+        rel = got.resolve().relative_to(staging.resolve())
+    except ValueError:  # already a local folder: MLflow gave its path
+        shutil.rmtree(staging, ignore_errors=True)
+        return got
+    final = cache_dir() / "models" / hashlib.sha256(f"{uri}|{ref}".encode()).hexdigest()[:16]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (final.parent / f".{final.name}.{kind}-{uuid.uuid4().hex[:8]}" for kind in ("new", "old"))
+    shutil.move(str(staging), str(tmp))
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process put the same download there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return final / rel
 
 
 def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None):
@@ -67,15 +109,13 @@ def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None):
 def pinned_ref(model: str) -> str:
     """Where a model lives, pinned: a registry alias becomes its version, a folder its full path."""
     if model.startswith("models:/") and "@" in model:
-        from mlflow import MlflowClient
-
-        from pipelines.runtime.tracking import tracking_uri
+        from pipelines.runtime.tracking import mlflow_client
 
         name, alias = model[len("models:/") :].split("@", 1)
         try:
-            version = MlflowClient(tracking_uri=tracking_uri()).get_model_version_by_alias(name, alias).version
+            version = mlflow_client().get_model_version_by_alias(name, alias).version
             return f"models:/{name}/{version}"
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - unpinned is still a valid reference
             return model
     if model.startswith(("models:/", "runs:/")):
         return model

@@ -6,13 +6,17 @@ global active run), so trials and children in other processes attach by ``parent
 
 Defaults: ``MLFLOW_TRACKING_URI`` wins when set; otherwise a SQLite store at ``./mlruns/mlflow.db``
 with artifacts under ``./mlruns/artifacts/<experiment>`` (absolute locations). Experiments are created
-from ``mlruns_template/experiments.yaml``. An unreachable server fails the run at start within
-seconds, with a message; an error in the middle of a run is retried, then recorded locally with a
-warning, and training goes on.
+from ``mlruns_template/experiments.yaml``.
+
+Every MLflow client is made by :func:`mlflow_client` (short HTTP timeouts, no long retries). A command
+that tracks calls :func:`check_tracking` before any work: an unreachable server refuses the command
+in seconds, with one line. After that, every tracker call (registration included) is retried, then
+recorded locally with a warning, and the run goes on: an outage never fails a run that has started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,10 +28,22 @@ import yaml
 
 from experts.errors import TrackingError
 
-__all__ = ["Tracker", "tracking_uri", "experiment_spec", "local_store_dir", "ensure_experiment", "find_or_create_parent"]
+__all__ = ["Tracker", "tracking_uri", "experiment_spec", "local_store_dir", "ensure_experiment", "find_or_create_parent", "mlflow_client", "check_tracking", "probe_server", "is_server"]
 
 _TEMPLATE = Path(__file__).resolve().parents[2] / "mlruns_template" / "experiments.yaml"
 _FALLBACK = {s: {"name": f"expertseg-{s}", "description": "", "tags": {"project": "expertseg", "stage": s}} for s in ("pretrain", "adapt", "evaluate", "compare", "tune", "bench")}
+
+
+#: seconds one MLflow HTTP request may wait (connect, then each read), MLflow's retries off: our own
+#: retries (``Tracker.retries``) decide. Set by :func:`mlflow_client` unless the environment sets them.
+HTTP_TIMEOUT_S = 10
+#: seconds the start-of-command probe waits for the server to answer, once.
+PROBE_TIMEOUT_S = 3
+#: after a tracker call fails, frequent calls (metrics, params, tags) go to the local log only for
+#: this long before MLflow is tried again, so training never waits on a dead server.
+OUTAGE_COOLDOWN_S = 30
+
+_REACHED: set[str] = set()  # tracking URIs that answered a probe in this process
 
 
 def quiet_store_logs() -> None:
@@ -45,6 +61,133 @@ def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the local SQLite store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     return uri or f"sqlite:///{local_store_dir() / 'mlflow.db'}"
+
+
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server (``http://``, ``https://``)."""
+    return uri.startswith(("http://", "https://"))
+
+
+def _brief(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _unreachable(err: BaseException, timeout: float | None = None) -> str:
+    """Why a server did not answer, in a few words."""
+    text = str(err)
+    if "Connection refused" in text or "NewConnectionError" in text:
+        return "connection refused"
+    if "timed out" in text.lower() or "timeout" in type(err).__name__.lower():
+        return f"no answer within {timeout:g} s" if timeout else "no answer in time"
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return "unknown host"
+    return _brief(err)
+
+
+def mlflow_client(uri: str | None = None, *, create: bool = False):
+    """The MLflow client every call of expertseg goes through (runs, parents, registry, downloads).
+
+    HTTP requests wait at most :data:`HTTP_TIMEOUT_S` and MLflow does not retry them on its own
+    (``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, unless already set), so a
+    dead server costs seconds, not minutes. A SQLite store is created (its folder first) only with
+    ``create``; a lookup in a store that does not exist raises :class:`TrackingError` and creates
+    nothing.
+    """
+    uri = uri or tracking_uri()
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if create:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif not db.is_file():
+            raise TrackingError(f"no MLflow store at {db} (MLFLOW_TRACKING_URI is {'unset' if not os.environ.get('MLFLOW_TRACKING_URI') else uri}); set MLFLOW_TRACKING_URI to the store or server that holds the model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow
+        from mlflow import MlflowClient
+    quiet_store_logs()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    """Environment variables set for the duration of a ``with`` block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def probe_server(uri: str | None = None, *, fix: str) -> str:
+    """Check that the tracking server at ``uri`` answers, in at most :data:`PROBE_TIMEOUT_S` seconds.
+
+    One request (``search_experiments``, authenticated like every other call), no retries; a URI
+    that answered once in this process is not asked again. Not a server: nothing to do. Raises
+    :class:`TrackingError` naming the URI and ``fix``; returns the URI.
+    """
+    uri = uri or tracking_uri()
+    if not is_server(uri) or uri in _REACHED:
+        return uri
+    try:
+        with _env(MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+            mlflow_client(uri).search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - whatever the cause, the server is not usable
+        raise TrackingError(f"the MLflow tracking server {uri} does not answer ({_unreachable(err, PROBE_TIMEOUT_S)}); {fix}") from None
+    _REACHED.add(uri)
+    return uri
+
+
+def check_tracking(cfg) -> None:
+    """Before any work, refuse a command whose tracking store cannot be used, in seconds.
+
+    ``cfg.tracking.backend == "local"``: nothing to check. A server (``http(s)://``) is probed
+    (:func:`probe_server`). A SQLite store is checked without being created or migrated: an existing file
+    must be an MLflow store we can write, a new one must have a writable folder. After this, a
+    tracker failure is an outage: it is recorded locally and the run goes on.
+    """
+    if cfg.tracking.backend != "mlflow":
+        return
+    uri = tracking_uri()
+    if is_server(uri):
+        probe_server(uri, fix="start the server (scripts/mlflow-server.sh) or fix MLFLOW_TRACKING_URI, or pass --tracking local")
+        return
+    if uri.startswith("sqlite:///"):
+        problem = _sqlite_problem(Path(uri[len("sqlite:///") :]))
+        if problem:
+            raise TrackingError(f"cannot use the MLflow tracking store {uri}: {problem}; fix MLFLOW_TRACKING_URI, or pass --tracking local")
+    _REACHED.add(uri)
+
+
+def _sqlite_problem(db: Path) -> str | None:
+    """Why the SQLite store ``db`` cannot be used (read-only checks), or ``None``."""
+    import sqlite3
+
+    if db.exists():
+        if not os.access(db, os.R_OK | os.W_OK):
+            return "the file is not readable and writable"
+        if db.stat().st_size == 0:
+            return None  # an empty file: MLflow sets it up
+        try:
+            with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S) as conn:
+                conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        except sqlite3.Error as err:
+            return f"not an MLflow store ({err})"
+        return None
+    folder = db.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        return f"cannot create it: {folder} is not a writable folder"
+    return None
 
 
 def experiment_spec(stage: str) -> dict:
@@ -68,6 +211,13 @@ class Tracker:
         parent_run_id: attach as a child of this run (from any process or machine).
         resume_run_id: continue logging into this existing run (``--resume``).
         retries: attempts per MLflow call before recording locally.
+
+    A store that passed :func:`check_tracking` in this process and then fails, even at
+    :meth:`start`, is an outage: the call is retried, then recorded in the local log (event
+    ``tracker_error``) with one warning, and the run goes on. While the store is failing, each call
+    is tried once, and metrics, parameters and tags are not sent at all for
+    :data:`OUTAGE_COOLDOWN_S` seconds. A store never checked fails :meth:`start` with
+    :class:`TrackingError`.
     """
 
     def __init__(self, *, run_dir, stage: str, backend: str = "mlflow", experiment: str = "", run_name: str | None = None, tags: dict | None = None, parent_run_id: str | None = None, resume_run_id: str | None = None, retries: int = 3):
@@ -86,8 +236,16 @@ class Tracker:
         self.experiment_id: str | None = None
         self.uri: str | None = None
         self.client = None
-        self.degraded = False
+        self.degraded = False  #: some MLflow call could not be made (the local log holds it)
+        self.failed_calls = 0
+        self._down_since: float | None = None  # monotonic time of the last failure while failing
+        self._unsent_artifacts: set[str] = set()
         self._log_path = self.run_dir / "tracking.jsonl"
+
+    @staticmethod
+    def probe(cfg) -> None:
+        """:func:`check_tracking`: call it at the start of a command that tracks, before any work."""
+        check_tracking(cfg)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Tracker":
@@ -101,7 +259,7 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         self._local("end", status=status, time=time.time())
         if self.client is not None and self.run_id:
-            self._call(self.client.set_terminated, self.run_id, status)
+            self._try(self.client.set_terminated, self.run_id, status)
 
     def __enter__(self) -> "Tracker":
         return self.start()
@@ -119,7 +277,7 @@ class Tracker:
 
             items = [Param(k, v) for k, v in params.items()]
             for i in range(0, len(items), 100):
-                self._call(self.client.log_batch, self.run_id, params=items[i : i + 100])
+                self._try(self.client.log_batch, self.run_id, params=items[i : i + 100], frequent=True)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
         metrics = {k: float(v) for k, v in metrics.items() if v is not None}
@@ -128,7 +286,7 @@ class Tracker:
             from mlflow.entities import Metric
 
             ts = int(time.time() * 1000)
-            self._call(self.client.log_batch, self.run_id, metrics=[Metric(k, v, ts, step) for k, v in metrics.items()])
+            self._try(self.client.log_batch, self.run_id, metrics=[Metric(k, v, ts, step) for k, v in metrics.items()], frequent=True)
 
     def set_tags(self, tags: dict) -> None:
         tags = {k: str(v) for k, v in tags.items()}
@@ -137,14 +295,16 @@ class Tracker:
         if self.client is not None:
             from mlflow.entities import RunTag
 
-            self._call(self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self._try(self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()], frequent=True)
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         path = Path(path)
         self._local("artifact", path=str(path), artifact_path=artifact_path)
         if self.client is not None:
             fn = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
-            self._call(fn, self.run_id, str(path), artifact_path)
+            sent, _ = self._try(fn, self.run_id, str(path), artifact_path)
+            key = artifact_path or path.name
+            (self._unsent_artifacts.discard if sent else self._unsent_artifacts.add)(key)
 
     def log_dataset(self, manifest, *, context: str = "training") -> None:
         """Log the dataset's label table as an MLflow dataset input (name, digest, source)."""
@@ -159,101 +319,155 @@ class Tracker:
             warnings.simplefilter("ignore", UserWarning)
             ds = mlflow.data.from_pandas(pd.DataFrame(manifest.records()), source=str(manifest.root), name=manifest.spec.name or manifest.root.name, digest=manifest.fingerprint())
             entity = ds._to_mlflow_entity()
-        self._call(self.client.log_inputs, self.run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+        self._try(self.client.log_inputs, self.run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def register_model(self, *, artifact_path: str, name: str, alias: str, tags: dict | None = None, description: str = "") -> str | None:
         """Register ``runs:/<run>/<artifact_path>`` (already logged) as a version of ``name`` with ``alias``.
 
+        Every registry call goes through the retry-then-local-log path: a registry that fails
+        leaves a ``register`` event with ``version: null`` (and the failed calls) in the local log,
+        never an exception. Artifacts that did not reach MLflow are not registered.
+
         Returns the version, or ``None`` when tracking is local or the registry failed.
         """
         tags = {k: str(v) for k, v in (tags or {}).items()}
+        what = {"name": name, "alias": alias, "artifact_path": artifact_path, "tags": tags}
         if self.client is None:
-            self._local("register", name=name, alias=alias, tags=tags, version=None)
+            self._local("register", **what, version=None)
             return None
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
-            self._call(self.client.create_registered_model, name, description=description or None)
-        source = f"{self._artifact_root()}/{artifact_path}"
-        mv = self._call(self.client.create_model_version, name, source=source, run_id=self.run_id, tags=tags, description=description or None)
-        if mv is None:
+        if artifact_path in self._unsent_artifacts:
+            self._local("register", **what, version=None, error=f"the {artifact_path!r} artifacts did not reach MLflow")
             return None
-        self._call(self.client.set_registered_model_alias, name, alias, mv.version)
-        self._local("register", name=name, alias=alias, tags=tags, version=str(mv.version))
+        sent, root = self._try(self._artifact_root)
+        sent = sent and self._try(self._ensure_registered_model, name, description)[0]
+        mv = None
+        if sent:
+            sent, mv = self._try(self.client.create_model_version, name, source=f"{root}/{artifact_path}", run_id=self.run_id, tags=tags, description=description or None)
+        if not sent or mv is None:
+            self._local("register", **what, version=None, error="the model registry could not be reached")
+            return None
+        aliased, _ = self._try(self.client.set_registered_model_alias, name, alias, mv.version)
+        self._local("register", **what, version=str(mv.version), alias_set=aliased)
         return str(mv.version)
 
     def ui_hint(self) -> str:
-        """Where to find the run."""
+        """Where to find the run (and, after an outage, what was not sent)."""
         if self.client is None or not self.run_id:
-            return f"local log: {self._log_path}"
-        uri = self.uri
-        if uri.startswith("sqlite:"):
-            return f"MLflow run {self.run_id} (experiment {self.experiment_id}); browse with: mlflow ui --backend-store-uri {uri}"
-        return f"MLflow run {self.run_id}: {uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            hint = f"local log: {self._log_path}"
+        elif self.uri.startswith("sqlite:"):
+            hint = f"MLflow run {self.run_id} (experiment {self.experiment_id}); browse with: mlflow ui --backend-store-uri {self.uri}"
+        else:
+            hint = f"MLflow run {self.run_id}: {self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        if self.degraded:
+            hint += f"\nwarning: {self.failed_calls} call(s) to MLflow at {self.uri} failed or were not sent (tracker_error in {self._log_path}); the run folder holds everything"
+        return hint
 
     # -- internals ------------------------------------------------------------------------------
     def _start_mlflow(self) -> None:
         uri = tracking_uri()
         self.uri = uri
-        remote = uri.startswith(("http://", "https://"))
-        if remote:
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-        elif uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import mlflow
-            from mlflow import MlflowClient
-        quiet_store_logs()
-
-        mlflow.set_tracking_uri(uri)
-        spec = experiment_spec(self.stage)
+        checked = uri in _REACHED  # it answered check_tracking: a failure now is an outage
         try:
-            client = MlflowClient(tracking_uri=uri)
-            exp_id = ensure_experiment(client, stage=self.stage, experiment=self.experiment)
-            tags = {**spec.get("tags", {}), **self.tags}
-            if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
-            if self.resume_run_id:
-                run = client.get_run(self.resume_run_id)
-                client.update_run(self.resume_run_id, status="RUNNING")
-                exp_id = run.info.experiment_id
-            else:
-                run = client.create_run(exp_id, run_name=self.run_name, tags=tags)
-        except Exception as err:  # noqa: BLE001 - any failure to reach the store is the user's to fix
-            raise TrackingError(
-                f"cannot use the MLflow tracking store {uri} ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); "
-                "start the server or fix MLFLOW_TRACKING_URI, or pass --tracking local"
-            ) from None
+            client = mlflow_client(uri, create=True)
+        except (TrackingError, OSError) as err:
+            if not checked:
+                raise TrackingError(f"cannot use the MLflow tracking store {uri} ({_brief(err)}); fix MLFLOW_TRACKING_URI, or pass --tracking local") from None
+            self._record_failure("mlflow_client", err)
+            return
+        if checked:
+            sent, opened = self._try(self._open_run, client)
+            if not sent:
+                return
+        else:
+            try:
+                opened = self._open_run(client)
+            except Exception as err:  # noqa: BLE001 - any failure to reach the store is the user's to fix
+                raise TrackingError(f"cannot use the MLflow tracking store {uri} ({_brief(err)}); start the server or fix MLFLOW_TRACKING_URI, or pass --tracking local") from None
+        exp_id, run = opened
         self.client = client
         self.experiment_id = exp_id
         self.run_id = run.info.run_id
 
+    def _open_run(self, client):
+        """``(experiment id, run)``: a new run, or the one to resume."""
+        spec = experiment_spec(self.stage)
+        exp_id = ensure_experiment(client, stage=self.stage, experiment=self.experiment)
+        tags = {**spec.get("tags", {}), **self.tags}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        if self.resume_run_id:
+            run = client.get_run(self.resume_run_id)
+            client.update_run(self.resume_run_id, status="RUNNING")
+            return run.info.experiment_id, run
+        return exp_id, client.create_run(exp_id, run_name=self.run_name, tags=tags)
+
     def _artifact_root(self) -> str:
         return self.client.get_run(self.run_id).info.artifact_uri
 
-    def _call(self, fn, *args, **kwargs):
+    def _ensure_registered_model(self, name: str, description: str) -> None:
+        """Create the registered model ``name`` unless it exists (a lost connection is raised)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+            return
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        try:
+            self.client.create_registered_model(name, description=description or None)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another run created it first
+                raise
+
+    def _try(self, fn, *args, frequent: bool = False, **kwargs) -> tuple[bool, object]:
+        """``(sent, result)`` of ``fn(*args, **kwargs)``, retried with back-off; a failure is
+        recorded in the local log, never raised. While the store is failing, each call gets one
+        attempt, and ``frequent`` ones none for :data:`OUTAGE_COOLDOWN_S` seconds. A call the store
+        answered by rejecting it (a bad value, say) is not retried and is no outage."""
+        name = getattr(fn, "__name__", str(fn)).lstrip("_")
+        failing = self._down_since is not None
+        if failing and frequent and time.monotonic() - self._down_since < OUTAGE_COOLDOWN_S:
+            self.failed_calls += 1
+            self._local("tracker_error", call=name, error="not sent: the tracker was failing", skipped=True)
+            return False, None
         delay = 0.5
-        for attempt in range(self.retries):
+        for attempt in range(1 if failing else self.retries):
             try:
-                return fn(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - a tracker fault must never kill training
-                if attempt + 1 == self.retries:
-                    if not self.degraded:
-                        warnings.warn(f"MLflow call {getattr(fn, '__name__', fn)} failed ({type(err).__name__}: {str(err)[:120]}); continuing with the local log {self._log_path}", RuntimeWarning, stacklevel=3)
-                    self.degraded = True
-                    self._local("tracker_error", call=getattr(fn, "__name__", str(fn)), error=f"{type(err).__name__}: {str(err)[:300]}")
-                    return None
-                time.sleep(delay)
-                delay *= 2
+                result = fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - a tracker fault must never kill a run
+                if attempt + 1 < self.retries and not failing and not _rejected(err):
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                self._record_failure(name, err)
+                return False, None
+            if failing:
+                self._down_since = None
+                self._local("tracker_recovered", call=name)
+            return True, result
+        return False, None
+
+    def _record_failure(self, call: str, err: BaseException) -> None:
+        if not self.degraded:
+            warnings.warn(f"MLflow call {call} failed ({_unreachable(err)}); continuing with the local log {self._log_path}", RuntimeWarning, stacklevel=4)
+        self.degraded = True
+        self.failed_calls += 1
+        self._down_since = None if _rejected(err) else time.monotonic()  # a store that refuses is up
+        self._local("tracker_error", call=call, error=f"{type(err).__name__}: {str(err)[:300]}")
 
     def _local(self, event: str, **data) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"event": event, **data}, default=str) + "\n")
+
+
+#: MLflow error codes of a store that answered and refused the call: not an outage
+_REJECTIONS = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
+
+
+def _rejected(err: BaseException) -> bool:
+    return getattr(err, "error_code", None) in _REJECTIONS
 
 
 def _param_value(v) -> str:
@@ -284,25 +498,26 @@ def ensure_experiment(client, *, stage: str, experiment: str = "") -> str:
         return exp.experiment_id
 
 
-def find_or_create_parent(*, stage: str, run_name: str, tags: dict, key: str, experiment: str = "") -> str | None:
+def find_or_create_parent(*, stage: str, run_name: str, tags: dict, key: str, experiment: str = "") -> str:
     """The id of the parent run tagged ``key=tags[key]`` and ``role=parent`` in the stage's experiment,
-    created when missing (e.g. one parent run per new doctor). ``None`` if MLflow is unusable."""
-    import mlflow
-    from mlflow import MlflowClient
-
+    created when missing (e.g. one parent run per new doctor). Raises :class:`TrackingError` (one
+    line) if MLflow cannot be used."""
     uri = tracking_uri()
-    quiet_store_logs()
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    spec = experiment_spec(stage)
-    exp_id = ensure_experiment(client, stage=stage, experiment=experiment)
-    value = str(tags[key]).replace("'", "")
-    found = client.search_runs([exp_id], filter_string=f"tags.{key} = '{value}' and tags.role = 'parent'", max_results=1)
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=run_name, tags={**spec.get("tags", {}), **{k: str(v) for k, v in tags.items()}, "role": "parent"})
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    try:
+        client = mlflow_client(uri, create=True)
+        spec = experiment_spec(stage)
+        exp_id = ensure_experiment(client, stage=stage, experiment=experiment)
+        value = str(tags[key]).replace("'", "")
+        found = client.search_runs([exp_id], filter_string=f"tags.{key} = '{value}' and tags.role = 'parent'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(exp_id, run_name=run_name, tags={**spec.get("tags", {}), **{k: str(v) for k, v in tags.items()}, "role": "parent"})
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+    except TrackingError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to reach the store
+        raise TrackingError(f"cannot find or create the parent run {run_name!r} in MLflow at {uri} ({_brief(err)}); start the server or fix MLFLOW_TRACKING_URI, or pass --tracking local") from None
 
 
 class NullTracker(Tracker):
