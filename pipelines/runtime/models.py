@@ -85,18 +85,24 @@ def _download(ref: str) -> Path:
     return final / rel
 
 
-def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None):
-    """Load a bundle (pretrained or adapted) and stack any extra ``adapters`` onto it."""
+def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None, _lineage: tuple = ()):
+    """Load a bundle (pretrained or adapted) and stack any extra ``adapters`` onto it.
+
+    An adapter names the model it was trained on (``base``); a chain of bases that comes back to
+    itself, or longer than a few links, is refused."""
     from experts.adaptation import apply_adapter, is_adapter, read_adapter_meta
     from experts.bundle import load_bundle
 
     folder = resolve_model_dir(ref)
+    key = str(folder.resolve())
+    if key in _lineage or len(_lineage) > 8:
+        raise ModelFileError(f"{ref}: its adapters' base models form a loop ({' -> '.join(_lineage + (key,))[:300]}); point adapter.json 'base' at the pretrained model")
     if is_adapter(folder):
         meta = read_adapter_meta(folder)
         base = meta["base"]
         if "://" not in base and ":/" not in base and not Path(base).is_absolute():
             base = str(folder / base)  # a relative base lives beside the adapter
-        bundle = load_model(base, device=device)
+        bundle = load_model(base, device=device, _lineage=_lineage + (key,))
         bundle = apply_adapter(bundle, folder)
     else:
         bundle = load_bundle(folder, device=device)

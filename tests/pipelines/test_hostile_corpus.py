@@ -165,6 +165,7 @@ CASES = {
     "weights of another size": lambda w, t: ["predict", "--model", _damaged_model(w, t, lambda m: (_edit_json(m / "model.json", lambda d: d["arch"]["kwargs"].update(channels=[8, 16])), _resum(m))), "--images", w["data"] / "imagesTs", "--out", t / "p"],
     "adapter without base id": lambda w, t: ["predict", "--model", _copy_adapter(w, t, lambda d: d.pop("base_model_id")), "--images", w["data"] / "imagesTs", "--out", t / "p"],
     "adapter of another model": lambda w, t: ["predict", "--model", _copy_adapter(w, t, lambda d: d.update(base_model_id="0" * 64)), "--images", w["data"] / "imagesTs", "--out", t / "p"],
+    "adapter whose base is itself": lambda w, t: ["predict", "--model", _copy_adapter(w, t, lambda d: d.update(base=".")), "--images", w["data"] / "imagesTs", "--out", t / "p"],
     "adapter expert not text": lambda w, t: ["predict", "--model", _copy_adapter(w, t, lambda d: d.update(expert=5)), "--images", w["data"] / "imagesTs", "--out", t / "p"],
     "unknown expert to predict": lambda w, t: ["predict", "--model", w["pre"], "--experts", "nobody", "--images", w["data"] / "imagesTs", "--out", t / "p"],
     "adapt an expert the model has": lambda w, t: ["adapt", "--model", w["pre"], "--data", w["data"], "--expert", "small", "--shots", "1", "--out", t / "a", "--tracking", "local"],
@@ -183,6 +184,7 @@ CASES = {
     "predict an extra channel": lambda w, t: ["predict", "--model", w["pre"], "--images", _extra_channel(w, t), "--out", t / "p"],
     # tracking
     "tune storage scheme": lambda w, t: ["tune", "--data", w["data"], "--stage", "pretrain", "--trials", "1", "--out", t / "tune", "--storage", "bogus://x", "--tracking", "local"],
+    "unreachable tracking server": lambda w, t: ["adapt", "--model", w["pre"], "--data", w["data"], "--expert", "newdoc", "--shots", "1", "--out", t / "a", "--tracking", "mlflow"],
     "tune zero trials": lambda w, t: ["tune", "--data", w["data"], "--stage", "pretrain", "--trials", "0", "--out", t / "tune", "--tracking", "local"],
     "tune adapt without a model": lambda w, t: ["tune", "--data", w["data"], "--stage", "adapt", "--trials", "1", "--out", t / "tune", "--tracking", "local"],
 }
@@ -218,7 +220,12 @@ def _extra_channel(world, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hostile_input_is_one_line_and_writes_nothing(world, case, tmp_path):
+def test_hostile_input_is_one_line_and_writes_nothing(world, case, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{sock.getsockname()[1]}")
     before_tmp = fingerprint(tmp_path)
     argv = CASES[case](world, tmp_path)
     made = fingerprint(tmp_path)  # what the case itself prepared
