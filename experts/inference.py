@@ -1,8 +1,9 @@
 """Sliding-window inference for several experts at once.
 
 MONAI's ``sliding_window_inference`` passes extra arguments unbatched, so the expert conditioning
-goes through a closure: each window is repeated once per requested expert and the network sees a
-batch of ``windows x experts``. One pass over the volume gives every expert's probabilities.
+goes through a closure: each batch of windows goes through the network's ``expert_logits`` (every
+window under every requested expert; a network whose encoder ignores the expert runs it once), so
+one sweep over the volume, one set of windows and one blending give every expert's probabilities.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ def predict_experts(
     """Softmax probabilities of every requested expert.
 
     Args:
-        model: ``model(image [B,C,D,H,W], expert LongTensor[B]) -> NetOutput`` (logits ``[B,K,D,H,W]``).
+        model: a :class:`~experts.networks.ConditionedNetwork` (``expert_logits(windows, rows)``).
         image: ``[C, D, H, W]`` preprocessed image.
         rows: the experts' rows in the network's CIN tables.
         patch_size: window size ``[D, H, W]``.
         overlap: window overlap fraction.
-        sw_batch_size: windows per forward pass (each repeated ``len(rows)`` times).
+        sw_batch_size: windows per forward pass.
         blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
         device: where the network runs; the output stays on the CPU.
 
@@ -52,10 +53,8 @@ def predict_experts(
     model.eval()
 
     def predictor(window: torch.Tensor) -> torch.Tensor:
-        n = window.shape[0]
-        logits = model(window.repeat_interleave(n_experts, dim=0), rows_t.repeat(n)).logits
-        probs = logits.float().softmax(dim=1)
-        return probs.reshape(n, n_experts * probs.shape[1], *probs.shape[2:])
+        probs = model.expert_logits(window, rows_t).float().softmax(dim=2)  # [n, E, K, *patch]
+        return probs.reshape(probs.shape[0], -1, *probs.shape[3:])
 
     x = torch.as_tensor(image).float().unsqueeze(0).to(device)
     out = sliding_window_inference(

@@ -28,7 +28,7 @@ import click
 import numpy as np
 
 from experts.errors import DatasetError
-from pipelines.runtime.common import check_out, open_out, select_device
+from pipelines.runtime.common import check_out, open_out, select_device, staged
 
 __all__ = ["compare"]
 
@@ -52,7 +52,6 @@ def compare(
     """Compute the comparison, write the report, log it; returns the numbers (``compare.json``)."""
     from experts.comparison import ExpertComparison
     from experts.data.manifest import scan_dataset
-    from experts.styles import style_map, style_vectors
     from pipelines.runtime.config import load_config
     from pipelines.runtime.models import load_model
     from pipelines.runtime.tracking import Tracker
@@ -72,8 +71,22 @@ def compare(
     show = slice_case if slice_case in cases else cases[0]
     picture = _compare_cases(comparison, bundle, manifest, cases, show=show, device=device, pcfg=cfg.predict, progress=progress)
     others = {ref: _score_other(load_model(ref, device=device), manifest, cases, comparison, device=device, pcfg=cfg.predict) for ref in runs}
+    result = _result(model, bundle, comparison, split=split, cases=cases, label_experts=label_experts, others=others)
+    with staged(out) as stage:  # the report's files move in together, or not at all
+        figures = [out / f.relative_to(stage) for f in _write_outputs(stage, result, picture)]
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    _track(cfg, out, result, figures, manifest)
+    click.echo(f"compared {len(result['model_experts'])} model experts with {len(label_experts)} experts' labels on {len(cases)} {split} cases in {result['seconds']:.0f} s")
+    _print_diagonal(result)
+    click.echo(f"report: {(out / 'report.html').resolve()}")
+    return result
+
+
+def _result(model: str, bundle, comparison, *, split: str, cases: list[str], label_experts: list[str], others: dict) -> dict:
+    from experts.styles import style_map, style_vectors
+
     coords, ratios = style_map(style_vectors(bundle.network))
-    result = {
+    return {
         "model": model,
         "model_id": bundle.model_id,
         "split": split,
@@ -87,13 +100,6 @@ def compare(
         "other_models": others,
         "conventions": comparison.conventions,
     }
-    figures = _write_outputs(out, result, picture)
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    _track(cfg, out, result, figures, manifest)
-    click.echo(f"compared {len(result['model_experts'])} model experts with {len(label_experts)} experts' labels on {len(cases)} {split} cases in {result['seconds']:.0f} s")
-    _print_diagonal(result)
-    click.echo(f"report: {(out / 'report.html').resolve()}")
-    return result
 
 
 def _cases(manifest, data: str, split: str, max_cases: int | None) -> tuple[list[str], list[str]]:

@@ -64,6 +64,15 @@ class ConditionedNetwork(nn.Module):
     def feature_names(self) -> tuple[str, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- every expert at once ------------------------------------------------------------------
+    def expert_logits(self, image: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Logits of every window under every expert: ``image [B, C, *S]``, ``rows LongTensor[E]``
+        -> ``[B, E, K, *S]``. One pass per expert at the windows' own batch size (so memory does not
+        grow with the number of experts); a network whose early layers ignore the expert overrides
+        this to compute them once."""
+        b = image.shape[0]
+        return torch.stack([self(image, torch.full((b,), int(r), dtype=torch.long, device=image.device)).logits for r in rows], dim=1)
+
     # --- expert rows ----------------------------------------------------------------------------
     def cin_layers(self) -> dict[str, ConditionalInstanceNorm]:
         """Every conditional norm layer by module name, in module order (an adapter's row keys)."""
@@ -180,10 +189,15 @@ class ConditionedNetwork(nn.Module):
         if not 0 <= int(row) < self.num_experts:
             raise ValueError(f"row {row} is not an expert of this network (it has {self.num_experts})")
 
-    def _conditioning(self, image: torch.Tensor, expert, prompts) -> torch.Tensor:
-        """Check the inputs of ``forward`` and return ``expert`` as ``LongTensor[B]``."""
+    @staticmethod
+    def _check_image(image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 5:
             raise ValueError(f"image must be [B, C, D, H, W], got shape {tuple(image.shape)}")
+        return image
+
+    def _conditioning(self, image: torch.Tensor, expert, prompts) -> torch.Tensor:
+        """Check the inputs of ``forward`` and return ``expert`` as ``LongTensor[B]``."""
+        self._check_image(image)
         if prompts is not None and not self.prompt_channels:
             raise ValueError(f"{type(self).__name__} takes no prompts; use a promptable network")
         expert = torch.as_tensor(expert, device=image.device).long().reshape(-1)

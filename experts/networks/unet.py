@@ -137,7 +137,7 @@ class CINUNet(ConditionedNetwork):
             raise ValueError(f"cin must be one of {CIN_PLACEMENTS}, got {cin!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background and one class), got {num_classes}")
-        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
+        self.in_channels, self.num_classes, self.channels, self.cin = in_channels, num_classes, channels, cin
         unknown = [f for f in features if f not in self.feature_names]
         if unknown:
             raise ValueError(f"unknown feature(s) {', '.join(map(repr, unknown))}; this network returns {', '.join(self.feature_names)}")
@@ -179,19 +179,33 @@ class CINUNet(ConditionedNetwork):
 
     def forward(self, image: torch.Tensor, expert: torch.Tensor, *, prompts: torch.Tensor | None = None) -> NetOutput:
         expert = self._conditioning(image, expert, prompts)
-        wanted = self.returned_features
         features: dict[str, torch.Tensor] = {}
-        skips = []
-        x = image
+        skips = self._encode(image, expert, features)
+        return self._decode(skips, expert, features)
+
+    def _encode(self, image: torch.Tensor, expert: torch.Tensor, features: dict) -> list[torch.Tensor]:
+        skips, x = [], image
         for level, stage in enumerate(self.encoder):
             x = stage(x, expert)
             skips.append(x)
-            if f"encoder.{level}" in wanted:
+            if f"encoder.{level}" in self.returned_features:
                 features[f"encoder.{level}"] = x
-        levels = len(self.channels)
+        return skips
+
+    def _decode(self, skips: list[torch.Tensor], expert: torch.Tensor, features: dict) -> NetOutput:
+        levels, x = len(self.channels), skips[-1]
         for i, (up, stage, skip) in enumerate(zip(self.upsample, self.decoder, reversed(skips[:-1]))):
             x = stage(torch.cat([up(x), skip], dim=1), expert)
-            if f"decoder.{levels - 2 - i}" in wanted:
+            if f"decoder.{levels - 2 - i}" in self.returned_features:
                 features[f"decoder.{levels - 2 - i}"] = x
-        logits = self._heads(x, expert, self.head(x))
-        return NetOutput(logits=logits, features=features)
+        return NetOutput(logits=self._heads(x, expert, self.head(x)), features=features)
+
+    def expert_logits(self, image: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """As the protocol's, but with ``cin="decoder"`` the encoder (which ignores the expert) runs
+        once for all experts and only the decoder and head run per expert."""
+        if self.cin != "decoder":
+            return super().expert_logits(image, rows)
+        b = image.shape[0]
+        any_row = torch.zeros(b, dtype=torch.long, device=image.device)
+        skips = self._encode(self._check_image(image), any_row, {})
+        return torch.stack([self._decode(skips, torch.full((b,), int(r), dtype=torch.long, device=image.device), {}).logits for r in rows], dim=1)

@@ -12,6 +12,8 @@ One step: a :class:`~experts.records.Batch` goes into the network, a
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 
 from experts.errors import ExpertsegError
 
-__all__ = ["fit", "NonFiniteLoss", "Callbacks"]
+__all__ = ["fit", "NonFiniteLoss", "Callbacks", "PlainProgress"]
 
 
 class NonFiniteLoss(ExpertsegError):
@@ -59,6 +61,7 @@ def fit(
     callbacks: Callbacks | None = None,
     progress: bool = True,
     desc: str = "train",
+    plain_every: float = 30.0,
 ) -> int:
     """Run steps ``start_step .. steps - 1``.
 
@@ -70,6 +73,9 @@ def fit(
         batches: yields a :class:`~experts.records.Batch` for each remaining step.
         grad_clip: clip the global gradient norm (0: off).
         amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
+        progress: a progress bar (for a terminal).
+        plain_every: without the bar (a log file, a cluster job), a plain line every this many
+            seconds: step, loss, steps/s and time left, as nnU-Net prints its epochs (0: silent).
 
     Returns:
         The number of completed steps.
@@ -86,6 +92,7 @@ def fit(
     step = start_step
     model.train()
     bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    plain = PlainProgress(desc, start=start_step, total=steps, every=plain_every) if not progress and plain_every > 0 else None
     try:
         for batch in batches:
             if step >= steps:
@@ -118,6 +125,8 @@ def fit(
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
             bar.update(1)
+            if plain is not None:
+                plain.update(step, float(loss.detach()))
             if cb.on_log and (step % cb.log_every == 0 or step == steps):
                 means = {k: v / count for k, v in sums.items()}
                 means["lr"] = optimizers[0].param_groups[0]["lr"]
@@ -139,6 +148,25 @@ def fit(
     if cb.on_checkpoint and step == steps:
         cb.on_checkpoint(step)
     return step
+
+
+class PlainProgress:
+    """One line on stderr every ``every`` seconds: ``desc: step 250/1500, loss 0.4123, 2.1 steps/s, ~10 min left``."""
+
+    def __init__(self, desc: str, *, start: int, total: int, every: float = 30.0, clock=time.monotonic, out=None):
+        self.desc, self.start, self.total, self.every, self.clock = desc, start, total, every, clock
+        self.out = out or sys.stderr
+        self.t0 = self.last = clock()
+
+    def update(self, step: int, loss: float) -> None:
+        now = self.clock()
+        if now - self.last < self.every and step < self.total:
+            return
+        self.last = now
+        rate = (step - self.start) / max(now - self.t0, 1e-9)
+        left = (self.total - step) / rate if rate > 0 else float("inf")
+        eta = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+        print(f"{self.desc}: step {step}/{self.total}, loss {loss:.4f}, {rate:.2f} steps/s, ~{eta} left", file=self.out, flush=True)
 
 
 def _check_finite(params: list[torch.Tensor], step: int) -> None:

@@ -8,10 +8,11 @@ from experts.bundle import ModelBundle
 from experts.data.nifti import save_volume
 from experts.data.plan import Plan
 from experts.predictor import disagreement, predict_case
+from experts.networks import ConditionedNetwork
 from experts.records import NetOutput
 
 
-class ThresholdNet(torch.nn.Module):
+class ThresholdNet(ConditionedNetwork):
     """Logits [-x, x]: class 1 where the (normalised) intensity is positive; expert e shifts by e."""
 
     def forward(self, image, expert):
@@ -67,3 +68,4 @@ def test_disagreement_is_zero_when_experts_agree_and_log_e_at_most():
     assert np.allclose(disagreement(same), 0, atol=1e-6)
     split = np.stack([np.array([[1.0], [0.0]]), np.array([[0.0], [1.0]])])  # two experts, opposite certainty
     assert np.isclose(disagreement(split)[0], np.log(2), atol=1e-4)
+

@@ -97,6 +97,13 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
         load_checked(path)
 
 
+def _resum(folder):
+    from experts.bundle import BUNDLE_FILES
+    from experts.training.checkpoint import file_digest
+
+    (folder / "bundle.sha256").write_text("".join(f"{file_digest(folder / n)}  {n}\n" for n in BUNDLE_FILES))
+
+
 def test_model_from_another_architecture_or_expert_count_is_refused(pretrained, tmp_path):
     import shutil
 
@@ -111,6 +118,9 @@ def test_model_from_another_architecture_or_expert_count_is_refused(pretrained, 
         meta = json.loads((folder / "model.json").read_text())
         edit(meta)
         (folder / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelFileError, match="does not match bundle.sha256"):
+            load_bundle(folder)  # an edited model.json no longer matches the bundle's checksums
+        _resum(folder)  # as if the edit had been written with its checksums: the content checks refuse it
         with pytest.raises(ModelFileError, match=message):
             load_bundle(folder)
         result = CliRunner().invoke(cli, ["predict", "--model", str(folder), "--images", str(pretrained[0] / "imagesTs"), "--out", str(tmp_path / f"p-{name}")])

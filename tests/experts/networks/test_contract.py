@@ -191,3 +191,14 @@ def test_cin_placement_conditions_only_its_part(placement):
     rows = net.parameter_groups()["expert_rows"]
     enc, dec = any(n.startswith("encoder.") for n in rows), any(n.startswith("decoder.") for n in rows)
     assert (enc, dec) == {"all": (True, True), "encoder": (True, False), "decoder": (False, True)}[placement]
+
+
+@pytest.mark.parametrize("placement", CIN_PLACEMENTS)
+def test_every_expert_at_once_equals_one_pass_per_expert(name, placement):
+    net = build(name, cin=placement).eval()
+    x = torch.randn(2, 2, *PATCH)
+    with torch.no_grad():
+        together = net.expert_logits(x, torch.tensor([2, 0, 1]))  # [B=2, E=3, K=3, 16^3]
+        apart = torch.stack([logits(net, x, [r, r]) for r in (2, 0, 1)], dim=1)
+    assert together.shape == (2, 3, 3, *PATCH)
+    assert torch.allclose(together, apart, atol=1e-5)
