@@ -252,7 +252,7 @@ class _Run:
             checkpoint_every=t.checkpoint_every,
         )
         loader = self.setup.loader(start_step, t.steps, rank=self.ctx.rank, world_size=self.ctx.world_size, num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
-        fit(model=self.model, loss_fn=self.setup.loss, optimizers=[self.optimizer], schedules=[self.schedule], batches=loader, start_step=start_step, steps=t.steps, device=self.device, grad_clip=t.grad_clip, amp=t.amp, callbacks=callbacks, progress=self.progress and main, desc="pretrain")
+        fit(model=self.model, loss_fn=self.setup.loss, optimizers=[self.optimizer], schedules=[self.schedule], batches=loader, start_step=start_step, steps=t.steps, device=self.device, grad_clip=t.grad_clip, amp=t.amp, cpu_bf16=t.cpu_bf16, callbacks=callbacks, progress=self.progress and main, desc="pretrain")
 
 
 def _write_run_files(out: Path, cfg: Config, s: PretrainSetup) -> None:

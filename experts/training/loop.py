@@ -58,6 +58,7 @@ def fit(
     device: torch.device,
     grad_clip: float = 0.0,
     amp: bool = False,
+    cpu_bf16: bool = False,
     callbacks: Callbacks | None = None,
     progress: bool = True,
     desc: str = "train",
@@ -72,7 +73,8 @@ def fit(
         schedules: learning-rate schedules stepped with them.
         batches: yields a :class:`~experts.records.Batch` for each remaining step.
         grad_clip: clip the global gradient norm (0: off).
-        amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
+        amp: float16 autocast on CUDA (ignored on CPU).
+        cpu_bf16: bfloat16 autocast on the CPU (ignored on CUDA).
         progress: a progress bar (for a terminal).
         plain_every: without the bar (a log file, a cluster job), a plain line every this many
             seconds: step, loss, steps/s and time left, as nnU-Net prints its epochs (0: silent).
@@ -98,7 +100,12 @@ def fit(
             if step >= steps:
                 break
             batch = batch.to(device, non_blocking=True)
-            autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+            if use_amp:
+                autocast = torch.autocast("cuda", dtype=torch.float16)
+            elif cpu_bf16 and device.type == "cpu":
+                autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+            else:
+                autocast = contextlib.nullcontext()
             with autocast:
                 outputs = model(batch.image, batch.expert, **({"prompts": batch.prompts} if batch.prompts is not None else {}))
             parts = loss_fn(outputs, batch, step=step)

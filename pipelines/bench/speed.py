@@ -102,17 +102,23 @@ def run(ctx) -> dict:
 def _train_steps(x, y, *, channels, k: int, e: int):
     """Train-step time, FLOPs and achieved GFLOP/s of the CIN U-Net and MONAI's UNet."""
     import torch
-    from monai.networks.nets import UNet
+    from monai.networks.nets import DynUNet, UNet
     from torch.utils.flop_counter import FlopCounterMode
 
     from experts.losses import PartialDiceCELoss
     from experts.networks import create_network
 
     experts = torch.arange(x.shape[0]) % e
+    levels = len(channels)
     cin = create_network("cin_unet", in_channels=1, num_classes=k, num_experts=e, channels=channels)
-    monai = UNet(spatial_dims=3, in_channels=1, out_channels=k, channels=channels, strides=[2] * (len(channels) - 1), norm="instance")
+    # the same widths, kernels, strides, up-sampling and activation, with one shared instance norm:
+    # the CIN overhead alone
+    monai = UNet(spatial_dims=3, in_channels=1, out_channels=k, channels=channels, strides=[2] * (levels - 1), norm="instance")
     loss = PartialDiceCELoss(ignore_label=k)
     calls = {"cin_unet": (cin, lambda n: n(x, experts).logits), "monai_unet": (monai, lambda n: n(x))}
+    if levels >= 3:  # MONAI's DynUNet needs at least 3 levels
+        dyn = DynUNet(spatial_dims=3, in_channels=1, out_channels=k, kernel_size=[3] * levels, strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1), filters=channels, norm_name=("instance", {"affine": True}), trans_bias=True)
+        calls["dynunet"] = (dyn, lambda n: n(x))
 
     def step(net, call):
         opt = torch.optim.AdamW(net.parameters())
@@ -135,7 +141,7 @@ def _train_steps(x, y, *, channels, k: int, e: int):
     peak = matmul_peak_gflops()
     g = {name: f[name] / t[name] / 1e9 for name in calls}
     return cin, {
-        "train_step_seconds": {**t, "ratio": t["cin_unet"] / t["monai_unet"]},
+        "train_step_seconds": {**t, "ratio": t["cin_unet"] / t["monai_unet"], **({"ratio_dynunet": t["cin_unet"] / t["dynunet"]} if "dynunet" in t else {})},
         "train_step_gflop": {name: v / 1e9 for name, v in f.items()},
         "achieved_gflops": {**g, "matmul_peak": peak, "cin_fraction_of_peak": g["cin_unet"] / peak},
     }

@@ -120,6 +120,7 @@ class TrainConfig:
     threads: int = 0  #: torch CPU threads; 0 = leave torch's default
     deterministic: bool = False  #: deterministic algorithms (bitwise resume on CPU)
     amp: bool = True  #: mixed precision on CUDA (ignored on CPU)
+    cpu_bf16: bool = False  #: bfloat16 autocast on CPUs that support it (off: fp32, the default)
 
 
 @dataclass

@@ -121,3 +121,8 @@ def test_kill_and_resume_ends_with_the_same_weights_and_loss_term_state(toy_data
     logged = [json.loads(line) for line in (out / "tracking.jsonl").read_text().splitlines()]
     parts = {k for e in logged if e.get("event") == "metrics" for k in e["metrics"]}
     assert {"train/toy_feature_energy", "train/toy_feature_energy/energy", "train/partial_dice_ce/ce"} <= parts
+
+
+def test_bfloat16_autocast_on_the_cpu_trains_when_asked(toy_dataset, tmp_path):
+    summary = run(toy_dataset, tmp_path / "bf16", "train.steps=2", "train.cpu_bf16=true", tracking="local")
+    assert summary["test_dice"] and all(0 <= v["mean"] <= 1 for v in summary["test_dice"].values())
