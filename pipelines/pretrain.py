@@ -140,7 +140,7 @@ def pretrain(
         if ctx.is_main:
             open_out(out, command="pretrain", overwrite=overwrite)
         ctx.barrier()
-        run = _Run.build(cfg, s, out=out, ctx=ctx, progress=progress, identity=run_identity(out, cfg, resume=resume))
+        run = _Run.build(cfg, s, out=out, ctx=ctx, progress=progress, identity=run_identity(out, cfg, resume=resume, extra={"experts": s.experts, "cases": s.train_cases if cases is not None else None}))
         start_step, run_id = run.restore() if resume else (0, None)
         tracker = _tracker(cfg, s, out=out, ctx=ctx, run_id=run_id, parent_run_id=parent_run_id)
         with tracker:

@@ -163,11 +163,13 @@ def scan_dataset(root: str | os.PathLike, *, read_voxels: bool = True) -> Manife
 
     def inside_root(path: Path) -> bool:
         try:
-            path.resolve().relative_to(root)
+            path.resolve(strict=True).relative_to(root)
             return True
         except ValueError:
             problems.append(f"{path}: points outside the dataset folder {root} (symbolic link); copy the file into the dataset")
-            return False
+        except (RuntimeError, OSError):  # a symbolic link that loops or points nowhere
+            problems.append(f"{path}: a symbolic link that loops or points to nothing; replace it with the file")
+        return False
 
     def nifti_files(folder: Path) -> list[Path]:
         out = []

@@ -113,29 +113,30 @@ def staged(out: str | Path):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def config_hash(cfg) -> str:
-    """What a run computes depends on: its resolved config without the tracking section."""
+def config_hash(cfg, extra: dict | None = None) -> str:
+    """What a run computes depends on: its resolved config without the tracking section, and
+    ``extra`` choices made outside the config (the experts and cases a pretraining uses)."""
     import hashlib
     import json
 
     from pipelines.runtime.config import config_to_dict
 
-    data = {k: v for k, v in config_to_dict(cfg).items() if k != "tracking"}
+    data = {**{k: v for k, v in config_to_dict(cfg).items() if k != "tracking"}, **(extra or {})}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_identity(out: Path, cfg, *, resume: bool) -> dict:
+def run_identity(out: Path, cfg, *, resume: bool, extra: dict | None = None) -> dict:
     """``{"run_uid", "config_hash"}`` of the run in ``out``: a new one, or (``resume``) the one in its
     ``run.json``, whose config must be the same as now."""
     import json
     import uuid
 
-    digest = config_hash(cfg)
+    digest = config_hash(cfg, extra)
     if not resume:
         return {"run_uid": uuid.uuid4().hex, "config_hash": digest}
     earlier = json.loads((out / "run.json").read_text())
     if earlier.get("config_hash") not in (None, digest):
-        raise ConfigError(f"{out}: the run to resume was started with another config (hash {earlier['config_hash']}, now {digest}); resume with the same --config and --set, or start anew with --overwrite")
+        raise ConfigError(f"{out}: the run to resume was started with another config or other experts (hash {earlier['config_hash']}, now {digest}); resume with the same --config, --set and --experts, or start anew with --overwrite")
     return {"run_uid": earlier.get("run_uid") or uuid.uuid4().hex, "config_hash": digest}
 
 

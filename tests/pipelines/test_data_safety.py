@@ -92,6 +92,8 @@ def test_resume_refuses_another_config_and_another_runs_checkpoints(toy_dataset,
     common = ["pretrain", "--data", toy_dataset, "--tracking", "local", "--resume"]
     msg = refused([*common, "--out", a, *sets(*TINY, "train.steps=8", "train.lr=0.1")], a)
     assert "another config" in msg
+    msg = refused([*common, "--out", a, "--experts", "small,large", *sets(*TINY, "train.steps=4")], a)
+    assert "other experts" in msg  # not a size-mismatch traceback
     for f in (b / "checkpoints").iterdir():  # b's folder now holds a's checkpoints
         f.unlink()
     for f in (a / "checkpoints").iterdir():

@@ -175,6 +175,7 @@ CASES = {
     "demo without training cases": lambda w, t: ["data", "demo", "--out", t / "d", "--train-cases", "0"],
     "demo spacing absurd": lambda w, t: ["data", "demo", "--out", t / "d", "--spacing", "0.001"],
     "check a missing dataset": lambda w, t: ["data", "check", t / "nope"],
+    "check a symbolic link loop": lambda w, t: ["data", "check", _looping_dataset(w, t)],
     "expert weights of nobody": lambda w, t: ["pretrain", "--data", w["data"], "--out", t / "o", "--tracking", "local", *[x for s in TINY for x in ("--set", s)], "--set", "sampling.expert_weights={nobody: 2}"],
     "pretrain unknown expert": lambda w, t: ["pretrain", "--data", w["data"], "--out", t / "o", "--tracking", "local", "--experts", "nobody"],
     "patch the network cannot take": lambda w, t: ["pretrain", "--data", w["data"], "--out", t / "o", "--tracking", "local", "--set", "network.channels=[4,8,16,32]", "--set", "data.patch_size=[12,12,12]"],
@@ -195,6 +196,15 @@ def _copy_adapter(world, tmp_path, edit) -> Path:
     shutil.copytree(world["ad"] / "adapter", ad)
     _edit_json(ad / "adapter.json", edit)
     return ad
+
+
+def _looping_dataset(world, tmp_path) -> Path:
+    import os
+
+    data = tmp_path / "looping"
+    shutil.copytree(world["data"], data)
+    os.symlink("a_0000.nii.gz", data / "imagesTr" / "a_0000.nii.gz")  # a link to itself
+    return data
 
 
 def _odd_prediction(world, tmp_path) -> Path:
