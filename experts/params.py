@@ -33,6 +33,7 @@ import yaml
 from experts.errors import ConfigError, shorten
 
 __all__ = [
+    "Configurable",
     "MAX_YAML_DEPTH",
     "StrictYAMLLoader",
     "YAMLLimitError",
@@ -233,3 +234,24 @@ def describe_type(hint) -> str:
     if origin is dict:
         return f"a mapping of {describe_type(args[0])} to {describe_type(args[1])}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(hint, str(hint))
+
+
+class Configurable:
+    """A registered component whose parameters are a dataclass ``Params``, checked on construction.
+
+    Subclasses set ``kind`` (how messages name the family, e.g. ``"loss term"``) and declare
+    ``Params``; :meth:`_check_params` stores the checked instance as ``self.params``.
+    """
+
+    name: typing.ClassVar[str] = ""
+    kind: typing.ClassVar[str] = "component"
+
+    @dataclasses.dataclass
+    class Params:
+        """No parameters."""
+
+    def _check_params(self, params: dict) -> None:
+        self.params = check_params(type(self).Params, params, owner=f"{self.kind} {self.name!r}")
+
+    def get_params(self) -> dict:
+        return dict(vars(self.params))

@@ -35,6 +35,16 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def register_class(self, name: str) -> Callable[[type], type]:
+        """Class decorator: register ``cls`` under ``name`` and set ``cls.name = name``."""
+
+        def wrap(cls: type) -> type:
+            self.register(name)(cls)
+            cls.name = name
+            return cls
+
+        return wrap
+
     def create(self, name: str, /, **kwargs) -> T:
         """Build the registered ``name`` with ``kwargs``."""
         return self.get(name)(**kwargs)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from experts.errors import ConfigError
 from experts.networks import ConditionedNetwork
-from experts.params import check_params
+from experts.params import Configurable
 from experts.registry import Registry
 
 __all__ = ["INIT_STRATEGIES", "InitStrategy", "create_init", "initial_rows"]
@@ -25,22 +25,15 @@ __all__ = ["INIT_STRATEGIES", "InitStrategy", "create_init", "initial_rows"]
 INIT_STRATEGIES: Registry = Registry("adaptation init strategy")
 
 
-class InitStrategy:
+class InitStrategy(Configurable):
     """Base of the init strategies: parameters checked on construction (``Params``)."""
 
-    name: ClassVar[str] = ""
+    kind = "adapt.init"
     #: whether the caller must score the existing experts on the new doctor's cases first
     needs_scores: ClassVar[bool] = False
 
-    @dataclass
-    class Params:
-        """No parameters."""
-
     def __init__(self, **params):
-        self.params = check_params(type(self).Params, params, owner=f"adapt.init {self.name!r}")
-
-    def get_params(self) -> dict:
-        return dict(vars(self.params))
+        self._check_params(params)
 
     def __call__(self, tables: dict, *, experts: list[str], scores: dict[str, float] | None) -> tuple[dict, str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -50,13 +43,7 @@ class InitStrategy:
         return self.name
 
 
-def _register(name: str):
-    def wrap(cls):
-        INIT_STRATEGIES.register(name)(cls)
-        cls.name = name
-        return cls
-
-    return wrap
+_register = INIT_STRATEGIES.register_class
 
 
 def _rows_of(tables: dict, i: int) -> dict:

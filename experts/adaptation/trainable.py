@@ -14,14 +14,13 @@ for the new expert: its adapter carries those weights and cannot be stacked with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from experts.errors import ConfigError
 from experts.networks import ConditionedNetwork
-from experts.params import check_params
+from experts.params import Configurable
 from experts.registry import Registry
 
 __all__ = ["TRAINABLE_SETS", "TrainableSet", "create_trainable", "select_trainable"]
@@ -29,34 +28,21 @@ __all__ = ["TRAINABLE_SETS", "TrainableSet", "create_trainable", "select_trainab
 TRAINABLE_SETS: Registry = Registry("trainable set")
 
 
-class TrainableSet:
+class TrainableSet(Configurable):
     """Base of the trainable sets: ``shared(net, new_row)`` lists what trains besides the new rows."""
 
-    name: ClassVar[str] = ""
+    kind = "adapt.trainable"
     #: whether the set changes weights every expert uses
     forks: ClassVar[bool] = False
 
-    @dataclass
-    class Params:
-        """No parameters."""
-
     def __init__(self, **params):
-        self.params = check_params(type(self).Params, params, owner=f"adapt.trainable {self.name!r}")
-
-    def get_params(self) -> dict:
-        return dict(vars(self.params))
+        self._check_params(params)
 
     def shared(self, net: ConditionedNetwork, new_row: int) -> list[torch.nn.Parameter]:
         return []
 
 
-def _register(name: str):
-    def wrap(cls):
-        TRAINABLE_SETS.register(name)(cls)
-        cls.name = name
-        return cls
-
-    return wrap
+_register = TRAINABLE_SETS.register_class
 
 
 @_register("rows")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from experts.errors import ConfigError
-from experts.params import check_params
+from experts.params import Configurable
 from experts.records import Batch, NetOutput
 from experts.registry import Registry
 
@@ -44,13 +44,7 @@ LOSS_TERMS: Registry = Registry("loss term")
 
 def register_term(name: str):
     """Class decorator registering a :class:`LossTerm` subclass under ``name`` (also ``cls.name``)."""
-
-    def wrap(cls):
-        LOSS_TERMS.register(name)(cls)
-        cls.name = name
-        return cls
-
-    return wrap
+    return LOSS_TERMS.register_class(name)
 
 
 @dataclass(frozen=True)
@@ -68,24 +62,17 @@ class TermContext:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
-class LossTerm(nn.Module):
+class LossTerm(Configurable, nn.Module):
     """Base class of loss terms (see the module docstring)."""
 
-    name: ClassVar[str] = ""
+    kind = "loss term"
     #: names of the network features the term reads (``outputs.features[name]``)
     features: ClassVar[tuple[str, ...]] = ()
 
-    @dataclass
-    class Params:
-        """No parameters."""
-
     def __init__(self, context: TermContext, **params):
-        super().__init__()
+        nn.Module.__init__(self)
         self.context = context
-        self.params = check_params(type(self).Params, params, owner=f"loss term {self.name!r}")
-
-    def get_params(self) -> dict:
-        return dict(vars(self.params))
+        self._check_params(params)
 
     def forward(self, outputs: NetOutput, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
