@@ -158,7 +158,8 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str, suites: tupl
         lines = SECTIONS[suite](ctx.results[suite], rel, command)
         lines.insert(3, _machine_line(machine, ctx))
         sections[HEADINGS[suite]] = lines
-    commands = list(dict.fromkeys(c["command"] for c in committed["sections"].values() if c.get("command")))
+    kept = [line.split("`")[1] for body in sections.values() for line in body if line.startswith("Command: `")]
+    commands = list(dict.fromkeys(kept + [c["command"] for c in committed["sections"].values() if c.get("command")]))
     lines = [
         "# Benchmarks",
         "",
