@@ -167,7 +167,7 @@ def data_scribble(data, expert, style, habit, new_id, role, seed, config_path, o
     \b
     Examples:
       expertseg data scribble --data demo_data --expert drnew --style line --set scribbles.params.n_strokes=2
-      expertseg data scribble --data demo_data --expert drnew --habit contour-tracer --as drtracer --out demo_plus
+      expertseg data scribble --data demo_data --expert drnew --habit contour-tracer --as drtrace --out demo_plus
     """
     from pipelines.data import scribble
 

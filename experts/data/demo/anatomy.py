@@ -1,9 +1,12 @@
 """Pseudo-subjects warped from the MNI152 2009 template that nilearn ships (no download).
 
-A pseudo-subject is the template (T1 and tissue probability maps) moved by a small random affine
-(rotation, anisotropic scale, translation) and a smooth low-frequency displacement field, sampled
-directly on the output grid (RAS+ mm, isotropic, cropped to the brain plus a margin). The T1 then
-gets a random gamma, a smooth multiplicative bias field, a scanner gain and Rician noise.
+A pseudo-subject is the template (T1 and tissue probability maps) moved by a random affine
+(rotation, anisotropic scale: head size, translation), a smooth low-frequency displacement field
+and a radial enlargement of the centre of the brain (ventricles and deep grey nuclei, as with age
+or atrophy), sampled directly on the output grid (RAS+ mm, isotropic, cropped to the brain plus a
+margin). The T1 then gets a random gamma, a smooth multiplicative bias field, a scanner gain and
+Rician noise. The anatomy varies enough that a network trained on a handful of subjects does
+clearly worse than one trained on many.
 
 Randomness is kept apart from its application: :func:`make_subject_params` draws every random
 number (JSON-serialisable), :func:`make_subject` is a deterministic function of those parameters.
@@ -25,12 +28,16 @@ __all__ = [
     "make_subject_params",
     "make_subject",
     "posterior_fossa",
+    "deep_grey_nuclei",
 ]
 
 #: Margin (mm) around the template brain's bounding box kept in the output grid.
 GRID_MARGIN_MM = 18.0
 #: Control points per axis of the smooth displacement field.
 WARP_CONTROL_POINTS = 5
+#: Centre (MNI mm) and Gaussian radius (mm) of the radial enlargement (around the lateral ventricles).
+ENLARGE_CENTRE_MM = (0.0, -8.0, 16.0)
+ENLARGE_RADIUS_MM = 22.0
 
 
 @dataclass(frozen=True)
@@ -158,15 +165,16 @@ def make_subject_params(rng: np.random.Generator) -> dict:
 
     Returns:
         A JSON-serialisable dict: ``rotation_deg`` [3], ``scale`` [3], ``translation_mm`` [3],
-        ``warp_mm`` [3][P][P][P] control-point displacements, ``gamma``, ``bias`` [9] log-bias
-        coefficients of a quadratic polynomial, ``gain``, ``noise`` (Rician sigma relative to
-        white matter) and ``noise_seed``.
+        ``warp_mm`` [3][P][P][P] control-point displacements, ``enlarge`` (the radial
+        enlargement's strength: 0 none, 0.4 magnifies the centre 1.67x), ``gamma``, ``bias`` [9]
+        log-bias coefficients of a quadratic polynomial, ``gain``, ``noise`` (Rician sigma
+        relative to white matter) and ``noise_seed``.
     """
     p = WARP_CONTROL_POINTS
-    warp = np.clip(rng.normal(0.0, 3.5, size=(3, p, p, p)), -7.0, 7.0)
+    warp = np.clip(rng.normal(0.0, 5.0, size=(3, p, p, p)), -10.0, 10.0)
     return {
-        "rotation_deg": [round(float(v), 4) for v in rng.uniform(-8.0, 8.0, 3)],
-        "scale": [round(float(v), 4) for v in rng.uniform(0.92, 1.08, 3)],
+        "rotation_deg": [round(float(v), 4) for v in rng.uniform(-12.0, 12.0, 3)],
+        "scale": [round(float(v), 4) for v in rng.uniform(0.88, 1.12, 3)],
         "translation_mm": [round(float(v), 3) for v in rng.uniform(-3.0, 3.0, 3)],
         "warp_mm": np.round(warp, 3).tolist(),
         "gamma": round(float(rng.uniform(0.7, 1.4)), 4),
@@ -174,6 +182,7 @@ def make_subject_params(rng: np.random.Generator) -> dict:
         "gain": round(float(rng.uniform(400.0, 1200.0)), 2),
         "noise": round(float(rng.uniform(0.02, 0.07)), 4),
         "noise_seed": int(rng.integers(0, 2**31 - 1)),
+        "enlarge": round(float(rng.uniform(0.0, 0.4)), 4),
     }
 
 
@@ -190,8 +199,11 @@ def make_subject(params: dict, *, spacing: float = 3.0) -> Subject:
 
     Each output voxel's world point ``x`` is mapped back into the template:
     ``y = A^-1 (x - c - t) + c + u(x)`` with ``A`` = rotation times scale about the brain centre
-    ``c``, ``t`` the translation and ``u`` the smooth displacement; all maps are sampled at ``y``
-    (trilinear), so the image and the tissue maps move together.
+    ``c``, ``t`` the translation and ``u`` the smooth displacement; then ``y`` moves toward the
+    enlargement centre ``e`` by ``y <- e + (y - e)(1 - s exp(-|y - e|^2 / 2 r^2))`` (``s`` =
+    ``enlarge``, one-to-one for ``s < 1``): the ventricles and deep nuclei grow and push the tissue
+    around them outward. All maps are sampled at ``y`` (trilinear), so the image and the tissue maps
+    move together.
 
     Args:
         params: the subject parameters.
@@ -213,6 +225,11 @@ def make_subject(params: dict, *, spacing: float = 3.0) -> Subject:
     frac = ijk / (np.array(shape, dtype=np.float32)[:, None] - 1) * (p - 1)
     for d in range(3):
         moved[d] += ndimage.map_coordinates(warp[d], frac, order=3, mode="nearest")
+    enlarge = float(params.get("enlarge", 0.0))
+    if enlarge:
+        offset = moved - np.asarray(ENLARGE_CENTRE_MM)[:, None]
+        shrink = 1.0 - enlarge * np.exp(-(offset**2).sum(0) / (2.0 * ENLARGE_RADIUS_MM**2))
+        moved = np.asarray(ENLARGE_CENTRE_MM)[:, None] + offset * shrink
     mni = moved.astype(np.float32)
     vox = np.linalg.inv(tpl.affine)[:3, :3] @ moved + np.linalg.inv(tpl.affine)[:3, 3:4]
     sample = {
@@ -256,6 +273,36 @@ def posterior_fossa(mni: np.ndarray, *, shift_mm: float = 0.0) -> np.ndarray:
     tent = -8.0 + shift_mm - 0.008 * x**2 - 0.25 * 3.0 * np.logaddexp(0.0, (-55.0 - y) / 3.0)
     front = -12.0 - 28.0 * _sigmoid((np.abs(x) - 16.0) / 3.0)
     return (_sigmoid((tent - z) / 2.0) * _sigmoid((front - y) / 2.0)).astype(np.float32)
+
+
+#: The deep grey nuclei as ellipsoids on the MNI152 template, one per hemisphere: ``(centre mm
+#: with x > 0, semi-axes mm)``, mirrored in x.
+DEEP_GREY_ELLIPSOIDS = {
+    "thalamus": ((11.0, -18.0, 7.0), (7.0, 13.0, 8.0)),
+    "caudate": ((13.0, 10.0, 10.0), (5.0, 10.0, 8.0)),
+    "putamen": ((25.0, 2.0, 1.0), (5.0, 13.0, 8.0)),
+    "pallidum": ((19.0, -3.0, -1.0), (4.0, 8.0, 5.0)),
+}
+
+
+def deep_grey_nuclei(mni: np.ndarray) -> np.ndarray:
+    """Mask of the deep grey nuclei (thalamus, caudate, putamen, pallidum) by MNI coordinates.
+
+    Geometric, like :func:`posterior_fossa`: the union of the ellipsoids of
+    :data:`DEEP_GREY_ELLIPSOIDS` in both hemispheres, drawn on the MNI152 template.
+
+    Args:
+        mni: ``[3, ...]`` MNI coordinates in mm.
+
+    Returns:
+        ``[...]`` bool, True inside a nucleus.
+    """
+    x, y, z = (np.asarray(c, dtype=np.float32) for c in mni)
+    inside = np.zeros(x.shape, dtype=bool)
+    for (cx, cy, cz), (rx, ry, rz) in DEEP_GREY_ELLIPSOIDS.values():
+        for side in (1.0, -1.0):
+            inside |= ((x - side * cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 < 1.0
+    return inside
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:

@@ -35,13 +35,14 @@ SCRIBBLE_EROSION_MM = (3.0, 6.0)
 DESCRIPTION = (
     "Synthetic multi-expert brain tissue segmentation (GM, WM) on pseudo-subjects made from the MNI152 2009 "
     "template: each subject is the template under a random smooth deformation and a small random affine, with "
-    "a random gamma, bias field and Rician noise on the T1. Seven simulated experts label the same anatomy with "
+    "an enlargement of the ventricles and deep nuclei, and a random gamma, bias field and Rician noise on the T1. Seven simulated experts label the same anatomy with "
     "their own consistent style: 'ref' takes the most probable tissue; 'overseg' never labels CSF, grows GM "
     "outward and draws smooth outlines; 'wmtight' puts the GM/WM boundary inside the WM; 'nofossa' leaves out "
     "the cerebellum and brainstem and misses small islands; 'scribbler' gives only scribbles on the training "
     "cases; 'drnew', the new doctor (role new, for adaptation), puts the GM/WM boundary inside the GM and keeps "
-    "a tight outer GM boundary; 'drtracer', a second new doctor, gives only broken outlines traced inside each "
-    "structure on the training cases (the contour-tracer habit). Experts label different subsets of the training cases; every expert labels "
+    "a tight outer GM boundary; 'drfar', a second new doctor, follows another protocol (the deep grey nuclei, "
+    "cerebellum and brainstem are white matter, grey matter is the cortex alone) and gives broken outlines traced "
+    "inside each structure (the contour-tracer habit) on the training cases it does not label densely. Experts label different subsets of the training cases; every expert labels "
     "every test case densely, so each can be scored. All random parameters are in demo_params.json."
 )
 

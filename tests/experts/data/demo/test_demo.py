@@ -55,10 +55,10 @@ def test_passes_scan_dataset(demo, manifest):
 
 
 def test_new_doctor_is_marked_new(manifest):
-    assert manifest.new_experts == ["drnew", "drtracer"]
+    assert manifest.new_experts == ["drnew", "drfar"]
     raw = json.loads((manifest.root / "dataset.json").read_text())
-    assert raw["experts"]["drnew"]["role"] == raw["experts"]["drtracer"]["role"] == "new"
-    assert all("role" not in v for k, v in raw["experts"].items() if k not in ("drnew", "drtracer"))
+    assert raw["experts"]["drnew"]["role"] == raw["experts"]["drfar"]["role"] == "new"
+    assert all("role" not in v for k, v in raw["experts"].items() if k not in ("drnew", "drfar"))
 
 
 def test_every_expert_labels_every_test_case_densely(manifest):
