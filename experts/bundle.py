@@ -91,6 +91,7 @@ def save_bundle(folder: str | Path, bundle: ModelBundle) -> Path:
         "in_channels": bundle.plan.num_channels,
         "num_classes": bundle.plan.num_classes,
         "expert_heads": net.expert_head_rows(),
+        **({"expert_low_rank": _low_rank_meta(net)} if net.expert_low_rank_rows() else {}),
         "model_id": digest,
         "lineage": bundle.lineage,
     }
@@ -101,6 +102,15 @@ def save_bundle(folder: str | Path, bundle: ModelBundle) -> Path:
     atomic_write_bytes(folder / "bundle.sha256", sums.encode())
     bundle.model_id = digest
     return folder
+
+
+def _low_rank_meta(net: ConditionedNetwork) -> dict[str, dict]:
+    """``{row: {rank, sites}}`` of the experts with low-rank residuals (to rebuild them on load)."""
+    out = {}
+    for row, sites in net.expert_low_rank_rows().items():
+        state = net.expert_low_rank_state(row)
+        out[str(row)] = {"rank": int(state[sites[0]]["0.weight"].shape[0]), "sites": sites}
+    return out
 
 
 #: the files a bundle's checksum covers
@@ -130,6 +140,9 @@ def _model_meta_problems(meta: dict, path: Path) -> list[str]:
     heads = meta.get("expert_heads", [])
     if not (isinstance(heads, list) and all(isinstance(h, int) and 0 <= h < len(experts) for h in heads)):
         return [f"{path}: 'expert_heads' must list rows of existing experts"]
+    low_rank = meta.get("expert_low_rank", {})
+    if not (isinstance(low_rank, dict) and all(k.isdigit() and int(k) < len(experts) and isinstance(v, dict) and isinstance(v.get("rank"), int) and v["rank"] > 0 and isinstance(v.get("sites"), list) and all(isinstance(n, str) for n in v["sites"]) for k, v in low_rank.items())):
+        return [f"{path}: 'expert_low_rank' must map rows of existing experts to {{rank, sites}}"]
     if not isinstance(meta.get("arch"), dict) or not isinstance(meta["arch"].get("kwargs", {}), dict):
         return [f"{path}: 'arch' must be a mapping with name and kwargs"]
     return []
@@ -170,8 +183,13 @@ def load_bundle(folder: str | Path, *, device: str | torch.device = "cpu") -> Mo
         net.check_input_size(plan.patch_size)
     except (TypeError, ValueError) as err:
         raise ModelFileError(f"{meta_path}: the architecture and plan do not fit ({str(err).splitlines()[0][:200]})") from None
-    for idx in meta.get("expert_heads", []):
-        net.add_expert_head(int(idx))
+    try:
+        for idx in meta.get("expert_heads", []):
+            net.add_expert_head(int(idx))
+        for idx, low in meta.get("expert_low_rank", {}).items():
+            net.add_expert_low_rank(int(idx), rank=low["rank"], sites=low["sites"])
+    except ValueError as err:
+        raise ModelFileError(f"{meta_path}: {err}") from None
     state = load_checked(folder / "weights.pt")
     try:
         net.load_state_dict(state)

@@ -140,8 +140,10 @@ def _write_outputs(out: Path, adapter, *, model: str, cases: list[str], label_ki
     from pipelines.runtime.models import pinned_ref
 
     base, chosen = adapter.base, list(cases)
-    init, trainable = create_init(adapter.init).describe(), create_trainable(adapter.trainable).name
-    meta = {"n_shots": len(chosen), "cases": chosen, "label_kind": label_kind, "init_source": adapter.init_source_, "init_scores": adapter.init_scores_, "steps": adapter.steps_, "holdout_history": adapter.history_}
+    init, asked = create_init(adapter.init).describe(), create_trainable(adapter.trainable).name
+    trainable = "rows" if adapter.rung_ == "initial" else adapter.rung_  # the initial row is a rows adapter that never trained
+    cv = adapter.cv_.summary() if adapter.cv_ is not None else None
+    meta = {"n_shots": len(chosen), "cases": chosen, "label_kind": label_kind, "init_source": adapter.init_source_, "init_scores": adapter.init_scores_, "steps": adapter.steps_, "holdout_history": adapter.history_, "trainable_asked": asked, "rung": adapter.rung_, **({"cv": cv} if cv else {})}
     base_id = base.lineage.get("base_model_id", base.model_id)
     save_adapter(out / "adapter", net=adapter.network_, expert=adapter.expert, row=adapter.row_, base_model_id=base_id, base_ref=pinned_ref(model), init=init, trainable=trainable, forks=adapter.forks_, extra=meta)
     save_bundle(out / "model", adapter.bundle())
@@ -154,6 +156,9 @@ def _write_outputs(out: Path, adapter, *, model: str, cases: list[str], label_ki
         "init": init,
         "init_source": adapter.init_source_,
         "trainable": trainable,
+        "trainable_asked": asked,
+        "rung": adapter.rung_,
+        "cv": cv,
         "steps": adapter.steps_,
         "holdout": adapter.held_back_,
         "adapter": str((out / "adapter").resolve()),
@@ -172,6 +177,7 @@ def _track(cfg, out: Path, summary: dict, adapter, manifest, model_ref: str) -> 
         "label_kind": summary["label_kind"],
         "init": summary["init"],
         "trainable": summary["trainable"],
+        "rung": summary["rung"],
         "base_model_id": base.lineage.get("base_model_id", base.model_id)[:16],
     }
     if base.lineage.get("mlflow_run_id"):
@@ -184,7 +190,7 @@ def _track(cfg, out: Path, summary: dict, adapter, manifest, model_ref: str) -> 
             click.echo(f"warning: no MLflow parent run ({type(err).__name__}); the run is logged alone", err=True)
     tracker = Tracker(run_dir=out, stage="adapt", backend=cfg.tracking.backend, experiment=cfg.tracking.experiment, run_name=f"{summary['expert']}-{summary['label_kind']}-k{len(summary['cases'])}", tags=tags, parent_run_id=parent)
     with tracker:
-        tracker.log_params({"model": model_ref, **{k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("adapt.", "seed"))}, "cases": ",".join(summary["cases"])})
+        tracker.log_params({"model": model_ref, **{k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("adapt.", "seed"))}, "cases": ",".join(summary["cases"]), "adapt.chosen_rung": summary["rung"], "adapt.chosen_steps": summary["steps"]})
         tracker.log_dataset(manifest, context="adaptation")
         tracker.log_metrics(_metrics(summary), step=summary["steps"])
         tracker.log_artifact(out / "adapter", "adapter")
@@ -203,11 +209,24 @@ def _metrics(summary: dict) -> dict:
     for key, prefix in (("test_dice", "test/dice"), ("test_dice_before", "test/dice_before")):
         for cls, v in (summary.get(key) or {}).items():
             metrics[f"{prefix}/{summary['expert']}" + ("" if cls == "mean" else f"/{cls}")] = v
+    cv = summary.get("cv") or {}
+    if cv:
+        metrics["cv/initial"] = cv["initial"]
+        metrics.update({f"cv/{rung}": v for rung, v in {**cv["pruned_after_first_fold"], **cv["best_by_rung"]}.items()})
     return metrics
 
 
+def _cv_line(cv: dict) -> str:
+    """Why ``auto`` chose what it chose, in one line."""
+    scores = "  ".join(f"{rung} {v:.3f}" for rung, v in cv["best_by_rung"].items())
+    pruned = "".join(f"  ({rung} {v:.3f} after one fold)" for rung, v in cv["pruned_after_first_fold"].items())
+    return f"auto chose {cv['rung']} at {cv['steps']} steps: left-out case(s) {', '.join(cv['held_out'])} scored initial row {cv['initial']:.3f}  {scores}{pruned}"
+
+
 def _print(summary: dict) -> None:
-    click.echo(f"adapted to {summary['expert']} from {len(summary['cases'])} {summary['label_kind']} case(s) in {summary['seconds']:.0f} s ({summary['steps']} steps, init {summary['init_source']})")
+    click.echo(f"adapted to {summary['expert']} from {len(summary['cases'])} {summary['label_kind']} case(s) in {summary['seconds']:.0f} s ({summary['rung']}, {summary['steps']} steps, init {summary['init_source']})")
+    if summary.get("cv"):
+        click.echo(_cv_line(summary["cv"]))
     if summary.get("test_dice"):
         before = summary.get("test_dice_before") or {}
         click.echo(f"test Dice of {summary['expert']}: " + "  ".join(f"{k}={v:.3f}" + (f" (before {before[k]:.3f})" if k in before else "") for k, v in summary["test_dice"].items()))

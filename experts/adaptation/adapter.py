@@ -4,7 +4,8 @@ An adapter folder holds ``adapter.pt`` (+ ``.sha256``: the trained tensors, read
 ``torch.load(weights_only=True)``) and ``adapter.json`` (the new expert's id, the pretrained model's
 id it belongs to, the init strategy and trainable set, and where the pretrained model lives). Loading
 checks that the adapter was trained on *this* pretrained model (same ``model_id``) and appends the
-new expert's row; adapters of the default ``rows`` / ``rows+head`` sets stack, one row each.
+new expert's row; adapters of the sets that leave shared weights alone (``rows``, ``rows+head``,
+``rows+lowrank``) stack, one expert each.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def save_adapter(folder: str | Path, *, net: ConditionedNetwork, expert: str, ro
     folder.mkdir(parents=True, exist_ok=True)
     rows = {name: {"gamma": g.cpu(), "beta": b.cpu()} for name, (g, b) in net.expert_rows(row).items()}
     head = net.expert_head_state(row)
+    low_rank = net.expert_low_rank_state(row)
     shared = {}
     if forks:  # every shared weight; the experts' rows travel in ``rows``, the pretrained ones in the base
         names = {n for role, group in net.parameter_groups().items() if role not in ROW_ROLES for n in group}
         shared = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if k in names}
-    save_checked(folder / "adapter.pt", {"rows": rows, "head": head, "shared": shared})
+    save_checked(folder / "adapter.pt", {"rows": rows, "head": head, "shared": shared, **({"low_rank": low_rank} if low_rank else {})})
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -115,7 +117,9 @@ def apply_adapter(bundle: ModelBundle, folder: str | Path) -> ModelBundle:
         row, _ = net.add_expert({n: (payload["rows"][n]["gamma"], payload["rows"][n]["beta"]) for n in names})
         if payload["head"]:
             net.add_expert_head(row, payload["head"])
-    except (RuntimeError, ValueError) as err:
+        if payload.get("low_rank"):
+            net.add_expert_low_rank(row, state=payload["low_rank"])
+    except (RuntimeError, ValueError, KeyError) as err:
         raise ModelFileError(f"{folder}: adapter tensors do not fit this model ({str(err).splitlines()[0][:160]})") from None
     for p in net.parameters():
         p.requires_grad_(True)

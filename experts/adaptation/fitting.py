@@ -6,11 +6,16 @@ their labelled cases, :meth:`Adapter.update` continues training an EXISTING expe
 (possibly partial) labels; what was learned ends in ``_`` (``network_``, ``row_``, ``history_``,
 ``best_step_``, ...). ``get_params()`` goes straight into ``mlflow.log_params``.
 
-The stopping rule (Hu & Qin's stage 2 trains for a fixed budget; here the doctor's own cases choose
-it): with 3 or more cases and ``holdout="auto"``, the last case is held back, the row is trained on
-the others while the held-back case is scored every ``eval_every`` steps, and the row is then
-trained again on all cases for the best step count. With explicit ``validation`` cases, the best
-state seen on them is kept instead.
+Capacity and stopping (Hu & Qin's stage 2 trains a fixed set for a fixed budget; here the
+doctor's own cases choose both). With ``trainable="auto"`` (the default) and 2 or more cases, each
+candidate rung (:mod:`experts.adaptation.trainable`) is trained with one case left out and scored
+on it every ``eval_every`` steps and before training (:mod:`experts.adaptation.crossval`); the best
+mean (rung, step count) is then trained on all cases, or, when no training beat the initial row,
+the initial row is kept. With a fixed rung, 3 or more cases and ``holdout="auto"``, the last case is
+held back to choose the step count alone. With explicit ``validation`` cases, the best state seen
+on them is kept instead. A held-back dense label is scored by Dice; a partial one by the accuracy
+per class on the voxels the doctor marked (foreground and background strokes alike), which an
+over-segmentation cannot game.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from experts.adaptation.crossval import cross_validate
 from experts.adaptation.rows import create_init
-from experts.adaptation.trainable import create_trainable, select_trainable
+from experts.adaptation.trainable import Auto, PenalisedLoss, create_trainable, select_trainable
 from experts.bundle import ModelBundle
 from experts.errors import ConfigError
 from experts.training.setup import DEFAULT_LOSS_TERMS
@@ -76,7 +82,7 @@ class Adapter:
         init: initial rows: a registered init strategy (``"mean"``, ``"nearest"``, ``"expert:<id>"``,
             ``{name, params}`` or an instance).
         trainable: what trains besides the rows: a registered trainable set (name, ``{name,
-            params}`` or instance).
+            params}`` or instance), or ``"auto"`` to let the cases choose among rungs.
         steps: optimisation steps (the budget the held-back case chooses within).
         lr: learning rate of the rows; head_lr: of shared parts, when trainable includes them.
         batch_size: patches per step.
@@ -99,6 +105,8 @@ class Adapter:
         network_: the adapted network (a copy; ``base`` is untouched).
         row_: the expert's row in ``network_``.
         forks_: whether shared weights changed (trainable ``decoder`` / ``all``).
+        rung_: the trainable set that trained (``"initial"`` when ``auto`` kept the initial row).
+        cv_: the :class:`~experts.adaptation.crossval.CrossValidation` of ``auto`` (else None).
         init_source_ / init_scores_ / rows_init_: where the initial rows came from.
         history_: ``[(step, Dice)]`` of the held-back or validation scoring.
         best_step_: the step count chosen (or the budget, without scoring).
@@ -112,7 +120,7 @@ class Adapter:
         expert: str,
         *,
         init: str = "nearest",
-        trainable: str = "rows",
+        trainable: str = "auto",
         steps: int = 200,
         lr: float = 0.01,
         head_lr: float = 1e-3,
@@ -174,24 +182,74 @@ class Adapter:
         chosen = [c.case for c in cases]
         init = create_init(self.init)
         train_cache, score_cache = self._caches(cases, also_scored=validation)
+        caches = (train_cache, score_cache)
         self.init_scores_ = self._init_scores(score_cache, chosen) if init.needs_scores else None
         self.rows_init_, self.init_source_ = init(self.base.network.row_tables(), experts=self.base.experts, scores=self.init_scores_)
-        self.history_, self.held_back_ = [], None
-        steps = self.steps
+        self.history_, self.held_back_, self.cv_ = [], None, None
+        trainable = create_trainable(self.trainable)
+        if isinstance(trainable, Auto):
+            return self._fit_auto(trainable, cases, validation=validation, caches=caches)
+        self.rung_ = trainable.name
         if validation:
-            result = self._train(self.rows_init_, cases, steps=steps, seed=self.seed, caches=(train_cache, score_cache), score_cases=[c.case for c in validation], phase="final")
+            result = self._train(self.rows_init_, cases, steps=self.steps, seed=self.seed, caches=caches, score_cases=[c.case for c in validation], phase="final")
             self.network_, self.row_, self.forks_, self.history_, self.best_step_ = result
             self.steps_ = self.best_step_
             return self
+        steps = self.steps
         if self.holdout == "auto" and len(cases) >= 3:
             self.held_back_ = chosen[-1]
-            self.history_, self.best_step_ = self._search_steps(cases, caches=(train_cache, score_cache))
+            self.history_, self.best_step_ = self._search_steps(cases, caches=caches)
             steps = max(self.eval_every, self.best_step_)
         else:
             self.best_step_ = steps
-        self.network_, self.row_, self.forks_, _, _ = self._train(self.rows_init_, cases, steps=steps, seed=self.seed + 1, caches=(train_cache, score_cache), phase="final")
+        self.network_, self.row_, self.forks_, _, _ = self._train(self.rows_init_, cases, steps=steps, seed=self.seed + 1, caches=caches, phase="final")
         self.steps_ = steps
         return self
+
+    def _fit_auto(self, auto: Auto, cases, *, validation, caches) -> "Adapter":
+        """``trainable="auto"``: the cases (or the validation cases) choose the rung and steps."""
+        p = auto.params
+        if validation:  # every rung on all cases, scored on the validation cases; the best state wins
+            best = None
+            for rung in p.rungs:
+                result = self._train(self.rows_init_, cases, steps=self.steps, seed=self.seed, caches=caches, score_cases=[c.case for c in validation], phase=f"final-{rung}", trainable=rung, score_initial=True)
+                top = max((v for _, v in result[3]), default=-1.0)
+                if best is None or top > best[0]:
+                    best = (top, rung, result)
+            _, self.rung_, (self.network_, self.row_, self.forks_, self.history_, self.best_step_) = best
+            self.steps_ = self.best_step_
+            return self
+        if len(cases) == 1:
+            self.rung_, self.best_step_ = p.single, self.steps
+        else:
+            self.cv_ = cross_validate(lambda rung, held: self._fold(rung, held, cases, caches), cases=[c.case for c in cases], rungs=p.rungs, folds=p.folds, keep=p.keep)
+            self.rung_, self.best_step_ = self.cv_.rung or "initial", self.cv_.step
+            self.history_ = sorted(self.cv_.mean_curves().get(self.cv_.rung or p.rungs[0], {}).items())
+        if self.best_step_ == 0:  # no training beat the initial row on the doctor's cases
+            self.network_ = copy.deepcopy(self.base.network).to(self.device)
+            self.row_, _ = self.network_.add_expert(self.rows_init_)
+            self.forks_, self.steps_ = False, 0
+            return self
+        self.network_, self.row_, self.forks_, _, _ = self._train(self.rows_init_, cases, steps=self.best_step_, seed=self.seed + 1, caches=caches, phase="final", trainable=self.rung_)
+        self.steps_ = self.best_step_
+        return self
+
+    def _fold(self, rung: str, held: str, cases, caches) -> list[tuple[int, float]]:
+        """One cross-validation run (kept in ``workdir/cv.json`` for resume): the history of
+        ``held``'s score while ``rung`` trains on the other cases, step 0 included."""
+        from experts.training.checkpoint import atomic_write_bytes
+
+        found = Path(self.workdir) / "cv.json" if self.workdir is not None else None
+        done = json.loads(found.read_text()) if found is not None and found.exists() and self.resume else {}
+        key = f"{held}|{rung}"
+        if key in done:
+            return [tuple(h) for h in done[key]]
+        fit_cases = [c for c in cases if c.case != held]
+        _, _, _, history, _ = self._train(self.rows_init_, fit_cases, steps=self.steps, seed=self.seed, caches=caches, score_cases=[held], phase=f"cv-{held}-{rung}", trainable=rung, score_initial=True)
+        if found is not None:
+            done = json.loads(found.read_text()) if found.exists() else {}
+            atomic_write_bytes(found, json.dumps({**done, key: history}).encode())
+        return history
 
     # --- more labels for an existing expert -----------------------------------------------------
     def update(self, expert: str, labels: Sequence[LabelledCase]) -> "Adapter":
@@ -291,7 +349,7 @@ class Adapter:
             atomic_write_bytes(found, json.dumps({"held_back": self.held_back_, "history": history, "best_step": best_step}).encode())
         return history, best_step
 
-    def _train(self, rows_init, cases, *, steps: int, seed: int, caches, phase: str, score_cases: Sequence[str] = (), net=None, row: int | None = None, expert: str | None = None):
+    def _train(self, rows_init, cases, *, steps: int, seed: int, caches, phase: str, score_cases: Sequence[str] = (), net=None, row: int | None = None, expert: str | None = None, trainable=None, score_initial: bool = False):
         """One training run; returns ``(net, row, forks, history, best_step)``."""
         from experts.training.checkpoint import CheckpointDir
         from experts.training.sampling import SampleItem
@@ -301,11 +359,11 @@ class Adapter:
         if net is None:  # a new expert: a new row block, and the trainable set
             net = copy.deepcopy(self.base.network).to(self.device)
             row, row_params = net.add_expert(rows_init)
-            row_params, shared, forks = select_trainable(net, self.trainable, new_row=row, row_params=row_params)
+            row_params, shared, forks, penalty = select_trainable(net, trainable or self.trainable, new_row=row, row_params=row_params)
         else:  # an existing expert: its rows alone
             for p in net.parameters():
                 p.requires_grad_(False)
-            row_params, shared, forks = net.expert_row_parameters(row), [], False
+            row_params, shared, forks, penalty = net.expert_row_parameters(row), [], False, None
             for p in row_params:
                 p.requires_grad_(True)
         optimizers = [torch.optim.Adam(row_params, lr=self.lr)] + ([torch.optim.Adam(shared, lr=self.head_lr)] if shared else [])
@@ -313,16 +371,16 @@ class Adapter:
         items = [SampleItem(c.case, expert, c.kind, row) for c in cases]
         setup = build_training(plan=self.base.plan, cache=train_cache, items=items, network=net, batch_size=self.batch_size, seed=seed, loss_terms=self.loss_terms, augment=self.augment, device=self.device)
         checkpoints = CheckpointDir(Path(self.workdir) / "checkpoints" / phase) if self.workdir is not None else None
-        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score, run_id=self.run_id)
-        run.go(checkpoints=checkpoints, checkpoint_every=self.checkpoint_every, resume=self.resume, progress=self.progress, on_log=self.on_log, eval_every=self.eval_every, desc=f"adapt {expert}")
+        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, loss=PenalisedLoss(setup.loss, penalty), score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score, run_id=self.run_id)
+        run.go(checkpoints=checkpoints, checkpoint_every=self.checkpoint_every, resume=self.resume, progress=self.progress, on_log=self.on_log, eval_every=self.eval_every, desc=f"adapt {expert} ({phase})", score_initial=score_initial)
         return net, row, forks, run.history, run.best["step"]
 
 
 class _Run:
     """The state of one adaptation training run: scoring, best state, checkpoints, resume."""
 
-    def __init__(self, *, net, row, expert, optimizers, setup, score_cache, score_cases, plan, device, steps, on_score, run_id=None):
-        self.net, self.row, self.expert, self.optimizers, self.setup = net, row, expert, optimizers, setup
+    def __init__(self, *, net, row, expert, optimizers, setup, loss, score_cache, score_cases, plan, device, steps, on_score, run_id=None):
+        self.net, self.row, self.expert, self.optimizers, self.setup, self.loss = net, row, expert, optimizers, setup, loss
         self.score_cache, self.score_cases, self.plan, self.device, self.steps, self.on_score = score_cache, score_cases, plan, device, steps, on_score
         self.history: list[tuple[int, float]] = []
         self.best = {"score": -1.0, "step": steps, "state": None}
@@ -333,7 +391,7 @@ class _Run:
         from experts.training.validation import Target, expert_dice
 
         targets = {c: [Target(self.expert, self.row, self.expert)] for c in self.score_cases}
-        scores = expert_dice(self.net, cache=self.score_cache, targets=targets, class_names=self.plan.class_names, patch_size=self.plan.patch_size, device=self.device)
+        scores = expert_dice(self.net, cache=self.score_cache, targets=targets, class_names=self.plan.class_names, patch_size=self.plan.patch_size, device=self.device, partial="accuracy")
         value = scores.get(self.expert, {}).get("mean", 0.0)
         self.history.append((step, value))
         if value > self.best["score"]:
@@ -364,13 +422,15 @@ class _Run:
         set_rng_state(state["rng"])
         return int(state["step"])
 
-    def go(self, *, checkpoints, checkpoint_every: int, resume: bool, progress: bool, on_log, eval_every: int, desc: str) -> None:
+    def go(self, *, checkpoints, checkpoint_every: int, resume: bool, progress: bool, on_log, eval_every: int, desc: str, score_initial: bool = False) -> None:
         from experts.training.loop import Callbacks, fit
 
         start = self.restore(checkpoints) if resume and checkpoints is not None else 0
+        if score_initial and self.score_cases and start == 0:
+            self.validate(0)
         save = (lambda step: checkpoints.save(step, self.state(step))) if checkpoints is not None and checkpoint_every else None
         callbacks = Callbacks(on_log=on_log, on_validate=self.validate if self.score_cases else None, on_checkpoint=save, log_every=10, val_every=eval_every, checkpoint_every=checkpoint_every)
-        fit(model=self.net, loss_fn=self.setup.loss, optimizers=self.optimizers, schedules=[], batches=self.setup.loader(start, self.steps), start_step=start, steps=self.steps, device=torch.device(self.device), callbacks=callbacks, progress=progress, desc=desc)
+        fit(model=self.net, loss_fn=self.loss, optimizers=self.optimizers, schedules=[], batches=self.setup.loader(start, self.steps), start_step=start, steps=self.steps, device=torch.device(self.device), callbacks=callbacks, progress=progress, desc=desc)
         if self.best["state"] is not None:
             with torch.no_grad():
                 for p, v in zip(self.trainable, self.best["state"]):

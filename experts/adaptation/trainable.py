@@ -1,19 +1,31 @@
 """What trains when a new expert is adapted (config ``adapt.trainable: {name, params}``).
 
-Registered sets (each asks the network's parameter groups, never its attributes):
+A ladder of capacity, each rung a registered set (each asks the network's parameter groups, never
+its attributes):
 
-- ``rows`` (default): only the new CIN rows. The pretrained experts are untouched.
-- ``rows+head``: the new rows and a private copy of the output head for the new expert; the
-  pretrained experts are still untouched.
-- ``decoder``: the new rows, and the shared decoder and head.
-- ``all``: the new rows and every shared weight (the other experts' rows stay as they are).
+- ``rows``: only the new CIN rows. The pretrained experts are untouched.
+- ``rows+head``: the new rows and a private copy of the output head for the new expert.
+- ``rows+lowrank`` (``params: {rank: 4, roles: [shared_decoder]}``): the new rows and per-expert
+  low-rank residuals on the convolutions of the named roles, zero-initialised (the model is exactly
+  the pretrained one until they train; :mod:`experts.networks.lowrank`). With rank 4 on the demo
+  network's decoder the adapter is about 150 KB.
+- ``decoder`` (``params: {l2sp: 0.01}``): the new rows, and the shared decoder and head, pulled
+  toward their pretrained values by the L2-SP penalty ``l2sp * sum (w - w0)^2`` (Li et al., ICML
+  2018, "Explicit inductive bias for transfer learning"; 0 turns it off).
+- ``all`` (``params: {l2sp: 0.01}``): the new rows and every shared weight, with the same penalty.
+- ``auto`` (the default): the doctor's own cases choose the rung and the step count by
+  cross-validation, the initial row (no training) always a candidate; see
+  :class:`~experts.adaptation.fitting.Adapter`.
 
-The last two change weights that every expert uses (``forks``), so the adapted model is a fork made
-for the new expert: its adapter carries those weights and cannot be stacked with other adapters.
+The first three leave every pretrained weight alone: their adapters stack onto the unchanged
+pretrained model. ``decoder`` and ``all`` change weights that every expert uses (``forks``), so the
+adapted model is a fork made for the new expert: its adapter carries those weights and cannot be
+stacked with other adapters.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -23,7 +35,7 @@ from experts.networks import ConditionedNetwork
 from experts.params import Configurable
 from experts.registry import Registry
 
-__all__ = ["TRAINABLE_SETS", "TrainableSet", "create_trainable", "select_trainable"]
+__all__ = ["TRAINABLE_SETS", "TrainableSet", "Auto", "PenalisedLoss", "create_trainable", "select_trainable"]
 
 TRAINABLE_SETS: Registry = Registry("trainable set")
 
@@ -37,9 +49,18 @@ class TrainableSet(Configurable):
 
     def __init__(self, **params):
         self._check_params(params)
+        self._check()
+
+    def _check(self) -> None:
+        """Checks beyond the parameters' types (override)."""
 
     def shared(self, net: ConditionedNetwork, new_row: int) -> list[torch.nn.Parameter]:
         return []
+
+    def penalty(self, params: list[torch.nn.Parameter]):
+        """A function of no arguments returning the penalty on ``params`` (the set's shared
+        parameters, at their starting values now), or None."""
+        return None
 
 
 _register = TRAINABLE_SETS.register_class
@@ -58,11 +79,53 @@ class RowsAndHead(TrainableSet):
         return net.add_expert_head(new_row)
 
 
-@_register("decoder")
-class RowsAndDecoder(TrainableSet):
-    """The new rows, the shared decoder and the head (a fork)."""
+@_register("rows+lowrank")
+class RowsAndLowRank(TrainableSet):
+    """The new rows and zero-initialised per-expert low-rank residuals on the roles' convolutions."""
+
+    @dataclass
+    class Params:
+        rank: int = 4  #: the residuals' rank
+        roles: list[str] = field(default_factory=lambda: ["shared_decoder"])  #: where: shared_encoder, shared_decoder
+
+    def _check(self) -> None:
+        if self.params.rank < 1:
+            raise ConfigError(f"adapt.trainable 'rows+lowrank': rank must be >= 1, got {self.params.rank}")
+
+    def shared(self, net, new_row):
+        try:
+            sites = net.low_rank_sites(self.params.roles)
+        except ValueError as err:
+            raise ConfigError(f"adapt.trainable 'rows+lowrank': {err}") from None
+        if not sites:
+            raise ConfigError(f"adapt.trainable 'rows+lowrank': the network has no convolutions that take low-rank residuals in {', '.join(self.params.roles)}")
+        return net.add_expert_low_rank(new_row, rank=self.params.rank, sites=list(sites))
+
+
+class _Forking(TrainableSet):
+    """A rung that retrains shared weights, held near their pretrained values by L2-SP."""
 
     forks = True
+
+    @dataclass
+    class Params:
+        l2sp: float = 0.01  #: weight of sum (w - w_pretrained)^2 over the retrained shared weights; 0: none
+
+    def _check(self) -> None:
+        if self.params.l2sp < 0:
+            raise ConfigError(f"adapt.trainable {self.name!r}: l2sp must be >= 0, got {self.params.l2sp}")
+
+    def penalty(self, params):
+        if not self.params.l2sp or not params:
+            return None
+        start = [p.detach().clone() for p in params]
+        weight = self.params.l2sp
+        return lambda: weight * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start))
+
+
+@_register("decoder")
+class RowsAndDecoder(_Forking):
+    """The new rows, the shared decoder and the head (a fork)."""
 
     def shared(self, net, new_row):
         groups = net.parameter_groups()
@@ -70,13 +133,58 @@ class RowsAndDecoder(TrainableSet):
 
 
 @_register("all")
-class Everything(TrainableSet):
+class Everything(_Forking):
     """The new rows and every shared weight (a fork)."""
-
-    forks = True
 
     def shared(self, net, new_row):
         return net.shared_parameters()
+
+
+@_register("auto")
+class Auto(TrainableSet):
+    """Not a set but a choice among ``rungs``, made on the doctor's own cases.
+
+    With K >= 2 cases: leave one case out, for ``folds`` of them (the last cases given); each fold
+    trains every rung on the other cases and scores the left-out case every ``eval_every`` steps
+    and before training (step 0, the initial row). After the first fold only the ``keep`` best
+    rungs go on. The rung and step count with the best mean score over the folds win; when that
+    is step 0, the expert keeps the initial row (adapting never ends worse than not adapting, on
+    the doctor's evidence). With one case, nothing can be held out: ``single`` trains for the
+    full budget.
+    """
+
+    @dataclass
+    class Params:
+        rungs: list[str] = field(default_factory=lambda: ["rows", "rows+lowrank", "decoder"])  #: candidate rungs, simplest first
+        folds: int = 2  #: left-out cases (at most K)
+        keep: int = 2  #: rungs that go on after the first fold
+        single: str = "rows"  #: the rung for a single case
+
+    def _check(self) -> None:
+        names = [*self.params.rungs, self.params.single]
+        bad = [n for n in names if n not in TRAINABLE_SETS or n == "auto"]
+        if bad:
+            raise ConfigError(f"adapt.trainable 'auto': unknown rung(s) {', '.join(map(repr, bad))}; known: {', '.join(n for n in TRAINABLE_SETS.names() if n != 'auto')}")
+        if not self.params.rungs or self.params.folds < 1 or self.params.keep < 1:
+            raise ConfigError("adapt.trainable 'auto': needs at least one rung, folds >= 1 and keep >= 1")
+
+    def shared(self, net, new_row):  # pragma: no cover - the adapter resolves auto to a rung first
+        raise ConfigError("adapt.trainable 'auto' is a choice among rungs, resolved by the adapter")
+
+
+class PenalisedLoss(torch.nn.Module):
+    """The training loss plus a trainable set's penalty, logged as the part ``penalty``."""
+
+    def __init__(self, loss: torch.nn.Module, penalty):
+        super().__init__()
+        self.loss, self.penalty = loss, penalty
+
+    def forward(self, outputs, batch, *, step: int = 0):
+        parts = self.loss(outputs, batch, step=step)
+        if self.penalty is None:
+            return parts
+        extra = self.penalty()
+        return {**parts, "loss": parts["loss"] + extra, "penalty": extra.detach()}
 
 
 def create_trainable(spec) -> TrainableSet:
@@ -93,7 +201,7 @@ def create_trainable(spec) -> TrainableSet:
     return TRAINABLE_SETS.get(name)(**params)
 
 
-def select_trainable(net: ConditionedNetwork, which, *, new_row: int, row_params: list[torch.nn.Parameter]) -> tuple[list, list, bool]:
+def select_trainable(net: ConditionedNetwork, which, *, new_row: int, row_params: list[torch.nn.Parameter]) -> tuple[list, list, bool, object]:
     """Freeze everything, then unfreeze the new rows and the set ``which`` names.
 
     Args:
@@ -103,7 +211,8 @@ def select_trainable(net: ConditionedNetwork, which, *, new_row: int, row_params
         row_params: the new rows' parameters.
 
     Returns:
-        ``(row_params, shared_params, forks)``: two optimiser groups, and whether shared weights change.
+        ``(row_params, shared_params, forks, penalty)``: two optimiser groups, whether shared
+        weights change, and the set's penalty function (or None).
     """
     chosen = create_trainable(which)
     for p in net.parameters():
@@ -113,4 +222,4 @@ def select_trainable(net: ConditionedNetwork, which, *, new_row: int, row_params
     shared = chosen.shared(net, new_row)
     for p in shared:
         p.requires_grad_(True)
-    return row_params, shared, chosen.forks
+    return row_params, shared, chosen.forks, chosen.penalty(shared)

@@ -13,8 +13,10 @@ provides
   carries (the constructor's ``features`` picks them).
 
 The base class gives everything else from those: :meth:`parameter_groups` (every parameter in
-exactly one role; the CIN rows under ``expert_rows``, per-expert heads under ``expert_heads``),
-adding and removing an expert's rows, per-expert heads, and merging row blocks for saving.
+exactly one role; the CIN rows under ``expert_rows``, per-expert heads under ``expert_heads``,
+per-expert low-rank residuals under ``expert_low_rank``), adding and removing an expert's rows,
+per-expert heads and low-rank residuals (on the :class:`~experts.networks.lowrank.LowRankSite`
+modules a network places beside its convolutions), and merging row blocks for saving.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import torch
 from torch import nn
 
 from experts.networks.cin import ConditionalInstanceNorm
+from experts.networks.lowrank import LowRankSite
 
 __all__ = ["ConditionedNetwork", "SHARED_ROLES", "ROW_ROLES"]
 
 #: roles every network fills (an added module brings a role of its own)
 SHARED_ROLES = ("shared_encoder", "shared_decoder", "head")
 #: roles that belong to single experts
-ROW_ROLES = ("expert_rows", "expert_heads")
+ROW_ROLES = ("expert_rows", "expert_heads", "expert_low_rank")
 
 
 class ConditionedNetwork(nn.Module):
@@ -121,7 +124,7 @@ class ConditionedNetwork(nn.Module):
         return params
 
     def remove_expert(self, row: int) -> None:
-        """Drop one expert's rows (and head); later experts move down by one row."""
+        """Drop one expert's rows (and head, and low-rank residuals); later experts move down by one row."""
         self._check_row(row)
         if self.num_experts == 1:
             raise ValueError("cannot remove the only expert of a network")
@@ -132,6 +135,9 @@ class ConditionedNetwork(nn.Module):
             layer.beta = nn.ParameterList([nn.Parameter(beta[keep].detach().clone())])
         heads = {int(k): h for k, h in self.expert_heads.items() if int(k) != row}
         self.expert_heads = nn.ModuleDict({str(k - (k > row)): h for k, h in sorted(heads.items())})
+        for site in self.low_rank_sites().values():
+            kept = {int(k): a for k, a in site.adapters.items() if int(k) != row}
+            site.adapters = nn.ModuleDict({str(k - (k > row)): a for k, a in sorted(kept.items())})
 
     def merge_row_blocks(self) -> None:
         """Fold every layer's row blocks into one table (a plain model file for saving)."""
@@ -165,20 +171,67 @@ class ConditionedNetwork(nn.Module):
                 logits = torch.where(rows.view(-1, *([1] * (logits.ndim - 1))), head(x), logits)
         return logits
 
+    # --- per-expert low-rank residuals ---------------------------------------------------------------
+    def low_rank_sites(self, roles: Sequence[str] | None = None) -> dict[str, LowRankSite]:
+        """The convolutions that can take per-expert low-rank residuals, by qualified name, within
+        the shared ``roles`` (default: every role)."""
+        modules = self.role_modules()
+        wanted = list(modules) if roles is None else list(roles)
+        unknown = [r for r in wanted if r not in modules]
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; this network has {', '.join(modules)}")
+        inside = {id(m) for r in wanted for top in modules[r] for m in top.modules()}
+        return {n: m for n, m in self.named_modules() if isinstance(m, LowRankSite) and id(m) in inside}
+
+    def add_expert_low_rank(self, row: int, *, rank: int | None = None, sites: Sequence[str] | None = None, state: dict | None = None) -> list[nn.Parameter]:
+        """Give ``row`` zero-initialised residuals of ``rank`` at ``sites`` (names from
+        :meth:`low_rank_sites`), or the ones ``state`` (from :meth:`expert_low_rank_state`) holds."""
+        self._check_row(row)
+        every = self.low_rank_sites()
+        names = list(state) if state is not None else list(sites or [])
+        missing = [n for n in names if n not in every]
+        if missing or not names:
+            raise ValueError(f"no low-rank site(s) {', '.join(missing) or '(none given)'} in this network")
+        ref = next(self.parameters())
+        generator = torch.Generator().manual_seed(int(row))  # the same start for the same row, whatever ran before
+        params = []
+        for name in names:
+            r = rank if state is None else int(state[name]["0.weight"].shape[0])
+            params += every[name].add(int(row), r, generator=generator)
+            adapter = every[name].adapters[str(row)].to(ref.device)
+            if state is not None:
+                adapter.load_state_dict(state[name])
+        return params
+
+    def expert_low_rank_state(self, row: int) -> dict[str, dict[str, torch.Tensor]]:
+        """``{site: state}`` of ``row``'s low-rank residuals (empty if it has none)."""
+        return {n: {k: v.detach().cpu().clone() for k, v in s.adapters[str(row)].state_dict().items()} for n, s in self.low_rank_sites().items() if str(row) in s.adapters}
+
+    def expert_low_rank_rows(self) -> dict[int, list[str]]:
+        """``{row: [site names]}`` of the experts that have low-rank residuals."""
+        out: dict[int, list[str]] = {}
+        for name, site in self.low_rank_sites().items():
+            for row in site.rows():
+                out.setdefault(row, []).append(name)
+        return out
+
     # --- parameters by role --------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         """Every parameter by role: ``{role: {qualified name: parameter}}``.
 
         Roles: ``shared_encoder``, ``shared_decoder``, ``head``, any added module's role,
-        ``expert_rows`` (all CIN tables) and ``expert_heads``. Each parameter is in exactly one.
+        ``expert_rows`` (all CIN tables), ``expert_heads`` and ``expert_low_rank``. Each parameter
+        is in exactly one.
         """
         names = {id(p): n for n, p in self.named_parameters()}
-        rows = {id(p) for layer in self.cin_layers().values() for p in layer.parameters()}
+        low_rank = [p for site in self.low_rank_sites().values() for p in site.parameters()]
+        rows = {id(p) for layer in self.cin_layers().values() for p in layer.parameters()} | {id(p) for p in low_rank}
         groups: dict[str, dict[str, nn.Parameter]] = {}
         for role, modules in self.role_modules().items():
             groups[role] = {names[id(p)]: p for m in modules for p in m.parameters() if id(p) not in rows}
         groups["expert_rows"] = {names[id(p)]: p for layer in self.cin_layers().values() for p in layer.parameters()}
         groups["expert_heads"] = {names[id(p)]: p for p in self.expert_heads.parameters()}
+        groups["expert_low_rank"] = {names[id(p)]: p for p in low_rank}
         return groups
 
     def shared_parameters(self) -> list[nn.Parameter]:

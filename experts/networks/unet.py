@@ -22,6 +22,7 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from experts.networks.cin import ConditionalInstanceNorm, SharedInstanceNorm
+from experts.networks.lowrank import LowRankSite
 from experts.networks.protocol import ConditionedNetwork
 from experts.records import NetOutput
 
@@ -46,16 +47,17 @@ def _conv(cin: int, cout: int, *, stride: int = 1, kernel: int = 3, transposed: 
 
 
 class ConvNormAct(nn.Module):
-    """conv -> (conditional) instance norm -> LeakyReLU."""
+    """conv (+ per-expert low-rank residuals) -> (conditional) instance norm -> LeakyReLU."""
 
     def __init__(self, cin: int, cout: int, *, num_experts: int, conditional: bool, stride: int = 1):
         super().__init__()
         self.conv = _conv(cin, cout, stride=stride)
+        self.low_rank = LowRankSite(cin, cout, stride=stride)
         self.norm = (ConditionalInstanceNorm if conditional else SharedInstanceNorm)(cout, num_experts)
         self.act = nn.LeakyReLU(0.01, inplace=True)
 
     def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x), expert))
+        return self.act(self.norm(self.low_rank(x, expert, self.conv(x)), expert))
 
 
 class ResidualUnit(nn.Module):
@@ -65,15 +67,17 @@ class ResidualUnit(nn.Module):
         super().__init__()
         norm = ConditionalInstanceNorm if conditional else SharedInstanceNorm
         self.conv1 = _conv(cin, cout, stride=stride)
+        self.low_rank1 = LowRankSite(cin, cout, stride=stride)
         self.norm1 = norm(cout, num_experts)
         self.conv2 = _conv(cout, cout)
+        self.low_rank2 = LowRankSite(cout, cout)
         self.norm2 = norm(cout, num_experts)
         self.skip = nn.Identity() if (cin == cout and stride == 1) else _conv(cin, cout, stride=stride, kernel=1)
         self.act = nn.LeakyReLU(0.01, inplace=True)
 
     def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.norm1(self.conv1(x), expert))
-        y = self.norm2(self.conv2(y), expert)
+        y = self.act(self.norm1(self.low_rank1(x, expert, self.conv1(x)), expert))
+        y = self.norm2(self.low_rank2(y, expert, self.conv2(y)), expert)
         return self.act(y + self.skip(x))
 
 
@@ -202,8 +206,9 @@ class CINUNet(ConditionedNetwork):
 
     def expert_logits(self, image: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """As the protocol's, but with ``cin="decoder"`` the encoder (which ignores the expert) runs
-        once for all experts and only the decoder and head run per expert."""
-        if self.cin != "decoder":
+        once for all experts and only the decoder and head run per expert (unless an expert has
+        low-rank residuals in the encoder)."""
+        if self.cin != "decoder" or any(site.adapters for site in self.low_rank_sites(["shared_encoder"]).values()):
             return super().expert_logits(image, rows)
         b = image.shape[0]
         any_row = torch.zeros(b, dtype=torch.long, device=image.device)

@@ -36,6 +36,7 @@ def expert_dice(
     device,
     overlap: float = 0.25,
     sw_batch_size: int = 2,
+    partial: str = "dice",
 ) -> dict[str, dict[str, float]]:
     """Mean Dice per key and foreground class.
 
@@ -46,6 +47,10 @@ def expert_dice(
             meaning ``Target(expert, row, expert)``.
         class_names: background first; the ignore value is ``len(class_names)``.
         patch_size: sliding-window size.
+        partial: how a partial label (one with unannotated voxels) is scored: ``"dice"`` on the
+            annotated voxels, or ``"accuracy"``: per class, background included, the fraction of
+            the voxels marked as that class that are predicted as it (reported as ``acc:<class>``),
+            which a prediction cannot raise by over-segmenting.
 
     Returns:
         ``{key: {class: mean Dice, "mean": mean over classes}}``. A class absent from both the
@@ -62,6 +67,12 @@ def expert_dice(
             ref = np.asarray(cache.label(case, t.label_expert)["label"])[0]
             annotated = ref != ignore
             p = preds[t.row]
+            if partial == "accuracy" and not annotated.all():
+                for k, name in enumerate(class_names):
+                    marked = ref == k
+                    if marked.any():
+                        scores[t.key][f"acc:{name}"].append(float((p[marked] == k).mean()))
+                continue
             for k, name in enumerate(class_names[1:], start=1):
                 a, b = (p == k) & annotated, ref == k
                 total = int(a.sum()) + int(b.sum())

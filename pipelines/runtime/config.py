@@ -133,9 +133,10 @@ class InitConfig:
 
 @dataclass
 class TrainableConfig:
-    """A registered trainable set (experts.adaptation.TRAINABLE_SETS): rows, rows+head, decoder, all."""
+    """A registered trainable set (experts.adaptation.TRAINABLE_SETS): auto (the cases choose among
+    rungs), rows, rows+head, rows+lowrank, decoder, all."""
 
-    name: str = "rows"
+    name: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)
 
 

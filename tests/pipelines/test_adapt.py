@@ -16,6 +16,7 @@ from pipelines.pretrain import pretrain
 
 TINY = ("network.channels=[4,8]", "data.patch_size=[16,16,16]", "data.n_folds=3", "train.steps=6", "train.val_every=100", "predict.sw_batch_size=1")
 ADAPT = ("adapt.steps=4", "adapt.eval_every=2", "adapt.batch_size=1")
+STACKABLE = ("adapt.trainable.params.rungs=[rows,rows+lowrank]",)  # auto among the rungs that leave shared weights alone
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_each_init_strategy_adapts(pretrained, tmp_path, init):
     assert summary["test_dice"] is not None and summary["test_dice_before"] is not None
 
 
-@pytest.mark.parametrize("trainable", ["rows", "rows+head", "decoder", "all"])
+@pytest.mark.parametrize("trainable", ["rows", "rows+head", "rows+lowrank", "decoder", "all"])
 def test_each_trainable_set(pretrained, tmp_path, trainable):
     _, pre = pretrained
     run_adapt(pretrained, tmp_path / "a", f"adapt.trainable.name={trainable}")
@@ -67,18 +68,20 @@ def test_each_trainable_set(pretrained, tmp_path, trainable):
     adapted = load_model(str(tmp_path / "a" / "adapter"))
     assert adapted.experts == base.experts + ["newdoc"]
     same = torch.allclose(probe(base, [0, 1, 2, 3]), probe(adapted, [0, 1, 2, 3]))
-    assert same == (trainable in ("rows", "rows+head"))  # shared weights move only for forks
+    assert same == (trainable in ("rows", "rows+head", "rows+lowrank"))  # shared weights move only for forks
     meta = json.loads((tmp_path / "a" / "adapter" / "adapter.json").read_text())
     payload = torch.load(tmp_path / "a" / "adapter" / "adapter.pt", weights_only=True)
     assert meta["forks"] == bool(payload["shared"]) == (trainable in ("decoder", "all"))
     assert bool(payload["head"]) == (trainable == "rows+head")
+    assert bool(payload.get("low_rank")) == (trainable == "rows+lowrank")
     rows_only = sum(t.numel() for r in payload["rows"].values() for t in r.values())
     assert rows_only == 2 * (4 + 4 + 8 + 8 + 4 + 4)  # gamma + beta of one row in each of the 6 CIN layers
 
 
 def test_pretrained_experts_are_unchanged_and_adapter_round_trips(pretrained, tmp_path):
     _, pre = pretrained
-    run_adapt(pretrained, tmp_path / "a")
+    summary = run_adapt(pretrained, tmp_path / "a", *STACKABLE)
+    assert summary["rung"] in ("initial", "rows", "rows+lowrank") and summary["cv"]["held_out"] == summary["cases"][::-1]
     base = load_bundle(pre / "model")
     full = load_bundle(tmp_path / "a" / "model")
     from_adapter = apply_adapter(base, tmp_path / "a" / "adapter")
@@ -103,12 +106,16 @@ def test_stacked_adapters_each_add_a_row(pretrained, tmp_path):
     (tmp_path / "data" / "dataset.json").write_text(json.dumps(spec))
     shutil.copytree(tmp_path / "data" / "labelsTr" / "newdoc", tmp_path / "data" / "labelsTr" / "newdoc2")
     shutil.copytree(tmp_path / "data" / "labelsTs" / "newdoc", tmp_path / "data" / "labelsTs" / "newdoc2")
-    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc", out=str(tmp_path / "a1"), shots=2, overrides=ADAPT, tracking="local", progress=False)
-    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc2", out=str(tmp_path / "a2"), shots=2, overrides=ADAPT + ("adapt.init.name=mean",), tracking="local", progress=False)
+    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc", out=str(tmp_path / "a1"), shots=2, overrides=ADAPT + ("adapt.trainable.name=rows+lowrank",), tracking="local", progress=False)
+    adapt(model=str(pre), data=str(tmp_path / "data"), expert="newdoc2", out=str(tmp_path / "a2"), shots=2, overrides=ADAPT + ("adapt.init.name=mean",) + STACKABLE, tracking="local", progress=False)
     both = load_model(str(tmp_path / "a1" / "adapter"), adapters=[str(tmp_path / "a2" / "adapter")])
     assert both.experts[-2:] == ["newdoc", "newdoc2"]
     single = load_model(str(tmp_path / "a2" / "adapter"))
     assert torch.allclose(probe(both, [5]), probe(single, [4]), atol=1e-6)
+    lowrank = load_model(str(tmp_path / "a1" / "adapter"))  # low-rank residuals travel in the adapter and in the full model
+    assert torch.load(tmp_path / "a1" / "adapter" / "adapter.pt", weights_only=True)["low_rank"]
+    assert torch.allclose(probe(both, [4]), probe(lowrank, [4]), atol=1e-6)
+    assert torch.equal(probe(load_bundle(tmp_path / "a1" / "model"), [4]), probe(lowrank, [4]))
     with pytest.raises(ModelFileError, match="already in the model"):
         apply_adapter(both, tmp_path / "a1" / "adapter")
 
@@ -126,7 +133,7 @@ def test_case_choice_is_validated_and_seeded():
 
 
 def test_holdout_picks_the_step_count_with_three_cases(pretrained, tmp_path):
-    summary = run_adapt(pretrained, tmp_path / "a", "adapt.checkpoint_every=1", shots=3)
+    summary = run_adapt(pretrained, tmp_path / "a", "adapt.checkpoint_every=1", "adapt.trainable.name=rows", shots=3)
     meta = json.loads((tmp_path / "a" / "adapter" / "adapter.json").read_text())
     assert summary["holdout"] == summary["cases"][-1]
     history = meta["holdout_history"]

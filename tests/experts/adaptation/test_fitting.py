@@ -33,7 +33,7 @@ def probe(net, rows):
 def test_fit_holds_one_case_back_and_retrains_on_all_for_the_best_step(base):
     bundle, manifest = base
     before = probe(bundle.network, [0, 1, 2, 3])
-    adapter = Adapter(bundle, "newdoc", steps=4, eval_every=2, batch_size=1, init="mean").fit(labelled(manifest, "newdoc", ["case00", "case01", "case02"]))
+    adapter = Adapter(bundle, "newdoc", steps=4, eval_every=2, batch_size=1, init="mean", trainable="rows").fit(labelled(manifest, "newdoc", ["case00", "case01", "case02"]))
     assert adapter.held_back_ == "case02" and [s for s, _ in adapter.history_] == [2, 4]
     assert adapter.steps_ == max(2, adapter.best_step_) and adapter.row_ == 4 and not adapter.forks_
     assert adapter.init_source_ == "mean of rows" and adapter.init_scores_ is None

@@ -58,13 +58,20 @@ def trainable_name(request):
     return request.param
 
 
-def test_every_trainable_set_trains_exactly_what_it_names_and_forks_only_if_it_says_so(trainable_name):
+@pytest.fixture(params=[n for n in TRAINABLE_SETS.names() if n != "auto"])
+def rung_name(request):
+    return request.param
+
+
+def test_every_rung_trains_exactly_what_it_names_and_forks_only_if_it_says_so(rung_name):
     net = tiny_net().eval()
     x = torch.randn(3, 1, 8, 8, 8)
     before = net(x, torch.tensor([0, 1, 2])).logits
     row, row_params = net.add_expert(net.expert_rows(0))
-    chosen = create_trainable(trainable_name)
-    row_params, shared, forks = select_trainable(net, chosen, new_row=row, row_params=row_params)
+    new_before = net(x, torch.tensor([row] * 3)).logits
+    chosen = create_trainable(rung_name)
+    row_params, shared, forks, _ = select_trainable(net, chosen, new_row=row, row_params=row_params)
+    assert torch.equal(net(x, torch.tensor([row] * 3)).logits, new_before)  # a rung starts as the model it was given
     trained = {id(p) for p in row_params + shared}
     assert {id(p) for p in net.parameters() if p.requires_grad} == trained
     assert forks == chosen.forks

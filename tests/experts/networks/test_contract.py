@@ -63,6 +63,7 @@ def test_every_parameter_gets_a_gradient(name):
 def test_parameter_groups_hold_every_parameter_exactly_once(name):
     net = build(name)
     net.add_expert_head(1)
+    net.add_expert_low_rank(2, rank=2, sites=list(net.low_rank_sites(["shared_decoder"])))
     groups = net.parameter_groups()
     assert set(SHARED_ROLES) | set(ROW_ROLES) <= set(groups)
     seen = [n for g in groups.values() for n in g]
@@ -128,6 +129,27 @@ def test_a_private_head_changes_only_its_expert(name):
     other = build(name).eval()
     other.add_expert_head(1, state)
     assert torch.equal(logits(other, x, [0, 1]), out)
+
+
+def test_a_zero_initialised_low_rank_residual_reproduces_the_model_bit_for_bit(name):
+    net = build(name).eval()
+    x = torch.randn(3, 2, *PATCH)
+    before = logits(net, x, [0, 1, 2])
+    sites = net.low_rank_sites(["shared_decoder"])
+    assert sites and not set(sites) & set(net.low_rank_sites(["shared_encoder"]))
+    params = net.add_expert_low_rank(1, rank=2, sites=list(sites))
+    assert torch.equal(logits(net, x, [0, 1, 2]), before)
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0.0, 0.3)
+    out = logits(net, x, [0, 1, 2])
+    assert torch.equal(out[0], before[0]) and torch.equal(out[2], before[2]) and not torch.allclose(out[1], before[1])
+    other = build(name).eval()
+    other.add_expert_low_rank(1, state=net.expert_low_rank_state(1))
+    assert torch.equal(logits(other, x, [0, 1, 2]), out)  # its state alone rebuilds it
+    assert net.expert_low_rank_rows() == {1: list(sites)}
+    net.remove_expert(0)
+    assert net.expert_low_rank_rows() == {0: list(sites)} and torch.allclose(logits(net, x[1:2], [0])[0], out[1], atol=1e-5)
 
 
 def test_an_existing_experts_row_becomes_a_parameter_of_its_own(name):
