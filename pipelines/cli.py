@@ -331,7 +331,7 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @cli.command()
 @click.option("--quick", is_flag=True, help="Toy scale: every suite in a few minutes (numbers exercise the machinery, not claims).")
 @click.option("--out", default="bench_out", show_default=True, type=click.Path(file_okay=False), help="Working folder (runs, results.json, figures).")
-@click.option("--suite", "suites", multiple=True, type=click.Choice(BENCH_SUITES + BENCH_EXTRA_SUITES), help="Run only these suites (repeatable; default all but targets, which takes another hour).")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(BENCH_SUITES + BENCH_EXTRA_SUITES), help="Run only these suites (repeatable; default: modelling, efficiency, scribbles, speed; targets, prompts and capacity run only when named, each an hour or more).")
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
 @click.option("--report-only", is_flag=True, help="Run nothing: write the plots (and --write) from the results already in --out.")
 @user_errors

@@ -81,6 +81,9 @@ def plots(ctx) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
+    from pipelines.bench.capacity import plot as capacity_plot
+
+    made += [p for p in [capacity_plot(ctx, folder)] if p is not None]
     return made
 
 
@@ -126,6 +129,7 @@ def _shown(path: str) -> str:
 
 #: suite -> its section's heading in BENCHMARKS.md, in the order sections appear
 HEADINGS = {
+    "capacity": "## Adapter capacity",
     "targets": "## Stage-2 targets",
     "efficiency": "## Label efficiency",
     "modelling": "## Multi-expert modelling",
@@ -310,4 +314,10 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+def _capacity(result: dict, rel: list[str], command: str) -> list[str]:
+    from pipelines.bench.capacity import section
+
+    return section(result, rel, command)
+
+
+SECTIONS = {"capacity": _capacity, "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}

@@ -120,3 +120,20 @@ def test_prompt_styles_suite_matches_budgets_and_ranks_the_styles(tiny_mode, tmp
     assert set(pr["pretraining"]["styles"]) == set(pr["ranking"][:2])
     text = md.read_text()
     assert "## Prompt styles" in text and "gain per 1 % annotated" in text
+
+
+@pytest.mark.slow  # 42 toy adaptations and 12 toy trainings: about 3 minutes
+def test_adapter_capacity_suite_runs_every_rung_for_every_held_out_expert(tiny_mode, tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("capacity",), write=str(md), command="expertseg bench --tiny --suite capacity")
+    cap = result["results"]["capacity"]
+    from pipelines.bench.capacity import RUNGS
+
+    assert set(cap["experts"]) == {"drnew", "drfar", "ref"}  # both new doctors and one pretraining expert
+    for h, e in cap["experts"].items():
+        assert e["dedicated_pretraining"] and e["dedicated_scratch"] and e["scratch3_short"] and e["mean_row"], h
+        for arm in [f"{r}-dense-3" for r in RUNGS] + [f"{r}-scribbles-5" for r in ("auto",) + RUNGS] + ["auto-dense-1", "auto-dense-3", "auto-dense-5"]:
+            assert len(e["runs"][arm]) == 1 and e["runs"][arm][0]["test_dice"], (h, arm)
+        assert e["runs"]["auto-dense-3"][0]["cv"]["held_out"] and e["runs"]["rows-dense-3"][0]["cv"] is None
+    text = md.read_text()
+    assert "## Adapter capacity" in text and "### `drfar`" in text and (tmp_path / "benchmarks" / "adapter_capacity.png").exists()

@@ -1,0 +1,175 @@
+"""Adapter capacity: does ``auto`` learn a doctor who draws differently, and never do worse than not adapting?
+
+Held out in turn: the dataset's new doctors (the demo's ``drnew``, a boundary style, and ``drfar``,
+another definition of the structures) and one pretraining expert (left out of its own pretraining).
+For each: ``auto`` from K = 1, 3 and 5 dense cases; at K = 3 dense every rung of the ladder
+(``rows``, ``rows+head``, ``rows+lowrank``, ``decoder``, ``all``: fine-tuning everything); from 5
+scribbled cases ``auto`` and every rung (the doctor's own partial labels where the dataset has them,
+else scribbles simulated in the ``contour`` style, which no setting was tuned on). Beside them: the
+nearest and the mean existing row (zero-shot), the dedicated model (a) the pretraining that had the
+doctor's full labels and (b) the network trained from scratch on all their dense training cases,
+and from scratch on the same 3 cases at about an adaptation's compute and at the pretraining's
+budget. Seeds draw the cases and seed training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["run", "RUNGS", "SHORT_STEPS"]
+
+RUNGS = ("rows", "rows+head", "rows+lowrank", "decoder", "all")
+SHORT_STEPS = 300  #: from scratch with about an adaptation's compute (demo config)
+#: the scribble style used where the doctor has no scribbles of their own; kept out of all tuning
+HELD_OUT_STYLE = "contour"
+
+
+def _config(ctx) -> str | None:
+    return str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml") if ctx.mode == "full" else ctx.config
+
+
+def _keep(summary: dict) -> dict:
+    return {k: summary.get(k) for k in ("cases", "test_dice", "test_dice_before", "init_source", "rung", "steps", "seconds", "adapter_bytes", "cv")}
+
+
+def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str], config) -> dict:
+    """Every adaptation of one held-out expert: ``{arm: [summary per seed]}``."""
+    from experts.adaptation import choose_cases
+
+    runs: dict[str, list] = {}
+    for seed in range(ctx.settings["seeds"]):
+        def go(arm, cases, *extra, scribbles=False):
+            s = ctx.adapt(f"capacity-{h}-{arm}-s{seed}", model=base["model"], expert=h, cases=cases, scribbles=scribbles, config=config, overrides=(f"seed={seed}", *extra))
+            runs.setdefault(arm, []).append(_keep(s))
+
+        for k in (1, 3, 5):
+            if k <= len(dense):
+                go(f"auto-dense-{k}", choose_cases(dense, cases=None, shots=k, seed=seed))
+        three = choose_cases(dense, cases=None, shots=min(3, len(dense)), seed=seed)
+        for rung in RUNGS:
+            go(f"{rung}-dense-3", three, f"adapt.trainable.name={rung}")
+        own = len(partial) >= 5
+        five = choose_cases(partial if own else dense, cases=None, shots=min(5, len(partial if own else dense)), seed=seed)
+        style = () if own else (f"scribbles.name={HELD_OUT_STYLE}",)
+        for rung in ("auto",) + RUNGS:
+            go(f"{rung}-scribbles-5", five, f"adapt.trainable.name={rung}", *style, scribbles=not own)
+    return runs
+
+
+def run(ctx) -> dict:
+    from experts.adaptation import choose_cases
+    from experts.data.manifest import scan_dataset
+    from pipelines.bench.efficiency import _held_out_pretraining_expert, zero_shot_mean_row
+
+    manifest = scan_dataset(ctx.data)
+    new = list(manifest.new_experts)
+    pre = [e for e in manifest.experts if e not in new]
+    config = _config(ctx)
+    base = ctx.pretrain("capacity-base", include=pre, config=config)
+    dedicated = ctx.pretrain("capacity-dedicated", include=pre + new, config=config)
+    other = _held_out_pretraining_expert(manifest, pre)
+    out = {"config": "configs/demo.yaml" if ctx.mode == "full" else None, "seeds": ctx.settings["seeds"], "experts": {}, "pretrain_seconds": base["train_seconds"]}
+    for h in new + [other]:
+        own_base = base if h in new else ctx.pretrain(f"capacity-without-{h}", include=[e for e in pre if e != h], config=config)
+        dense = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="dense")]
+        partial = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="partial")]
+        three = choose_cases(dense, cases=None, shots=min(3, len(dense)), seed=0)
+        scratch_all = ctx.pretrain(f"capacity-scratch-all-{h}", include=[h], cases=dense, config=config)
+        short = ctx.pretrain(f"capacity-scratch3-short-{h}", include=[h], cases=three, config=config, overrides=(f"train.steps={SHORT_STEPS}",) if ctx.mode == "full" else ())
+        long = ctx.pretrain(f"capacity-scratch3-long-{h}", include=[h], cases=three, config=config)
+        out["experts"][h] = {
+            "role": "new" if h in new else "pretraining",
+            "dedicated_pretraining": (dedicated if h in new else base)["test_dice"].get(h),
+            "dedicated_scratch": scratch_all["test_dice"].get(h),
+            "scratch3_short": short["test_dice"].get(h),
+            "scratch3_long": long["test_dice"].get(h),
+            "scratch3_cases": three,
+            "mean_row": zero_shot_mean_row(own_base["model"], ctx.data, h),
+            "scribbles": "own" if len(partial) >= 5 else HELD_OUT_STYLE,
+            "runs": _adapt_all(ctx, h=h, base=own_base, dense=dense, partial=partial, config=config),
+        }
+        ctx.save()
+    return out
+
+
+# --- the report --------------------------------------------------------------------------------
+def _mean(runs: list[dict], key: str = "test_dice") -> tuple[float | None, float | None]:
+    import numpy as np
+
+    vals = [r[key]["mean"] for r in runs if r.get(key)]
+    return (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
+
+
+def _cell(runs, dedicated: float | None, key: str = "test_dice") -> str:
+    m, s = _mean(runs, key)
+    if m is None:
+        return "-"
+    text = f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}"
+    return text + (f" ({m / dedicated:.0%})" if dedicated else "")
+
+
+def section(result: dict, rel: list[str], command: str) -> list[str]:
+    """The ``## Adapter capacity`` section of BENCHMARKS.md."""
+    lines = ["## Adapter capacity", "", f"Command: `{result.get('command', command)}`.", "",
+             f"{'`' + result['config'] + '`' if result.get('config') else 'The bench settings'} for every pretraining and adaptation, {result['seeds']} seed(s) (the cases and training).",
+             "Each held-out expert is adapted onto a pretraining without it. Dedicated: (a) the pretraining that had the expert's full labels,",
+             "(b) the same network from scratch on all their dense training cases. In brackets: of the better dedicated model.", ""]
+    for h, e in result["experts"].items():
+        ded = [v["mean"] for v in (e["dedicated_pretraining"], e["dedicated_scratch"]) if v]
+        best = max(ded) if ded else None
+        near, _ = _mean(e["runs"].get("rows-dense-3", []), "test_dice_before")
+        lines += [f"### `{h}` ({e['role']} expert; scribbles: {e['scribbles']})", "",
+                  f"Dedicated (a) {_fmt(e['dedicated_pretraining'])}, (b) {_fmt(e['dedicated_scratch'])}; nearest row (zero-shot, chosen on 3 cases) {_fmt1(near)}; mean row {_fmt(e['mean_row'])};",
+                  f"from scratch on 3 cases ({', '.join(e['scratch3_cases'])}): {_fmt(e['scratch3_short'])} at about an adaptation's compute, {_fmt(e['scratch3_long'])} at the pretraining's budget.", "",
+                  "| arm | dense, K = 1 | dense, K = 3 | dense, K = 5 | scribbled, K = 5 | seconds (K = 3) | adapter KB (K = 3) | auto chose (K = 3) |", "|---|---|---|---|---|---|---|---|"]
+        for arm in ("auto",) + RUNGS:
+            runs = e["runs"]
+            three = runs.get(f"{arm}-dense-3", [])
+            chose = ", ".join(f"{r['rung']}@{r['steps']}" for r in three) if arm == "auto" else ""
+            secs = f"{sum(r['seconds'] for r in three) / len(three):.0f}" if three else "-"
+            size = f"{max(r['adapter_bytes'] for r in three) / 1024:.0f}" if three else "-"
+            lines.append(f"| {arm} | {_cell(runs.get(f'{arm}-dense-1', []), best)} | {_cell(three, best)} | {_cell(runs.get(f'{arm}-dense-5', []), best)} | {_cell(runs.get(f'{arm}-scribbles-5', []), best)} | {secs} | {size} | {chose} |")
+        lines.append("")
+    return lines + [f"![adapter capacity]({p})" for p in rel if p.endswith("adapter_capacity.png")] + [""]
+
+
+def _fmt(d) -> str:
+    return "-" if not d else f"{d['mean']:.3f}"
+
+
+def _fmt1(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def plot(ctx, folder: Path) -> Path | None:
+    """Test Dice against K for ``auto`` per held-out expert, with the references as lines."""
+    import matplotlib.pyplot as plt
+
+    res = ctx.results.get("capacity")
+    if not res:
+        return None
+    experts = res["experts"]
+    fig, axes = plt.subplots(1, len(experts), figsize=(5.5 * len(experts), 4.2), constrained_layout=True, squeeze=False)
+    for ax, (h, e) in zip(axes.flat, experts.items()):
+        ks = [k for k in (1, 3, 5) if e["runs"].get(f"auto-dense-{k}")]
+        for arm, color in (("auto", "#377eb8"), ("rows", "#ff7f00")):
+            pts = [(k, _mean(e["runs"][f"{arm}-dense-{k}"])) for k in ks if e["runs"].get(f"{arm}-dense-{k}")]
+            if pts:
+                ax.errorbar([k for k, _ in pts], [m for _, (m, _) in pts], yerr=[s for _, (_, s) in pts], marker="o", capsize=3, color=color, label=f"{arm}, dense")
+        scribbled = _mean(e["runs"].get("auto-scribbles-5", []))[0]
+        if scribbled is not None:
+            ax.scatter([5], [scribbled], marker="*", s=90, color="#e41a1c", zorder=3, label="auto, 5 scribbled")
+        for value, style, label in ((e["dedicated_pretraining"], "--", "dedicated (a): in pretraining"), (e["dedicated_scratch"], "-.", "dedicated (b): scratch, all cases"), (_mean(e["runs"].get("rows-dense-3", []), "test_dice_before")[0], ":", "nearest row")):
+            v = value["mean"] if isinstance(value, dict) else value
+            if v is not None:
+                ax.axhline(v, ls=style, color="#555555", lw=1, label=label)
+        ax.set_xticks([1, 3, 5])
+        ax.set_xlabel("the doctor's cases K")
+        ax.set_ylabel("test Dice (mean over classes)")
+        ax.set_title(f"held out: {h}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    path = folder / "adapter_capacity.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
