@@ -16,7 +16,7 @@ from experts.data.nifti import load_volume
 from experts.data.plan import Plan, check_resampled_size
 from experts.errors import ConfigError
 
-__all__ = ["to_model_grid", "to_input_grid"]
+__all__ = ["to_model_grid", "to_input_grid", "label_to_model_grid"]
 
 
 def _channels(image, affine, plan: Plan) -> tuple[np.ndarray, np.ndarray, str]:
@@ -62,3 +62,17 @@ def to_input_grid(prob: np.ndarray, *, model_affine: np.ndarray, input_affine: n
     meta = MetaTensor(torch.from_numpy(prob[None]), affine=torch.as_tensor(model_affine))
     back = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float64)(meta, dst_affine=torch.as_tensor(input_affine), spatial_size=tuple(input_shape))
     return torch.as_tensor(back)[0].float().numpy()
+
+
+def label_to_model_grid(plan: Plan, path, *, input_affine: np.ndarray) -> np.ndarray:
+    """A label file on the model grid (RAS, the plan's spacing, nearest neighbour), int ``[D, H, W]``."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    vol = load_volume(path, kind="label")
+    if not np.allclose(vol.affine, input_affine, atol=1e-4):
+        raise ConfigError(f"{path}: the label's affine differs from its image's; export both on one grid")
+    x = MetaTensor(torch.from_numpy(np.asarray(vol.array, dtype=np.float32)[None]), affine=torch.as_tensor(vol.affine))
+    x = Orientation(axcodes=plan.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))(x)
+    x = Spacing(pixdim=plan.spacing, mode="nearest", padding_mode="border")(x)
+    return torch.as_tensor(x)[0].round().long().numpy()

@@ -102,6 +102,10 @@ class InteractiveSession:
             raise ConfigError(f"box: corners {shorten(list(lower))} and {shorten(list(upper))} have zero size on {(extent <= 0).sum()} axes; a box needs an extent on at least two axes")
         return self._interact(Prompt("box", [corners.min(0), corners.max(0)], positive=bool(positive)))
 
+    def add(self, prompt: Prompt) -> dict:
+        """A prompt already on the model's grid (simulations, the evaluation protocol)."""
+        return self._interact(prompt)
+
     def undo(self) -> dict:
         """Take back the last interaction (the mask returns to its values before it, bit for bit)."""
         if not self.undo_stack:
