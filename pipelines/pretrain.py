@@ -153,13 +153,7 @@ def pretrain(
     from pipelines.runtime.distributed import init_distributed
 
     t_start = time.perf_counter()
-    cfg = load_config(config_path, overrides)
-    if tracking:
-        cfg.tracking.backend = tracking
-    if register is not None:
-        cfg.tracking.register = register
-    if interactive:
-        cfg.interactive.model = interactive
+    cfg = _run_config(config_path, overrides, tracking=tracking, register=register, interactive=interactive)
     Tracker.probe(cfg)
     ctx = init_distributed()
     try:
@@ -185,6 +179,18 @@ def pretrain(
         return summary
     finally:
         ctx.close()
+
+
+def _run_config(config_path, overrides, *, tracking, register, interactive) -> Config:
+    """The config with the command line's own settings applied."""
+    cfg = load_config(config_path, overrides)
+    if tracking:
+        cfg.tracking.backend = tracking
+    if register is not None:
+        cfg.tracking.register = register
+    if interactive:
+        cfg.interactive.model = interactive
+    return cfg
 
 
 @dataclass
