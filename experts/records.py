@@ -8,7 +8,8 @@ Shapes:
     ``Batch.image [B, C, D, H, W]`` float, ``Batch.label [B, 1, D, H, W]`` long (the ignore value
     where unannotated), ``Batch.expert LongTensor[B]`` (rows of the CIN tables),
     ``Batch.spacing [B, 3]`` float (mm per axis of ``D, H, W``), ``Batch.prompts [B, P, D, H, W]``
-    or ``None``; ``NetOutput.logits [B, K, D, H, W]``, ``NetOutput.features {name: [B, F, ...]}``.
+    or ``None``, ``Batch.target LongTensor[B]`` (the class a promptable network segments) or
+    ``None``; ``NetOutput.logits [B, K, D, H, W]``, ``NetOutput.features {name: [B, F, ...]}``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Batch(_Record):
     expert: torch.Tensor
     spacing: torch.Tensor
     prompts: torch.Tensor | None = None
+    #: the class a promptable network answers for, ``LongTensor[B]`` (``None``: not promptable)
+    target: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> "Batch":
         """A copy with every tensor on ``device``."""

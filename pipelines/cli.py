@@ -183,20 +183,22 @@ def data_scribble(data, expert, style, habit, new_id, role, seed, config_path, o
 @click.option("--cases", default=None, help="Comma-separated training cases to use, all for training (no validation split).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest valid checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start over in a non-empty --out.")
+@click.option("--interactive", "interactive", default=None, metavar="MODEL", help="Train a promptable model (clicks, scribbles, boxes) from this pretrained model; registered as @interactive.")
 @tracking_option
 @user_errors
-def pretrain(data, out, config_path, overrides, experts, exclude_experts, cases, resume, overwrite, tracking):
+def pretrain(data, out, config_path, overrides, experts, exclude_experts, cases, resume, overwrite, interactive, tracking):
     """Pretrain one network on every expert's labels (one CIN row per expert).
 
     \b
     Example:
       expertseg pretrain --data demo_data --out runs/pretrain --config configs/demo.yaml
       expertseg pretrain --data demo_data --out runs/pretrain --resume
+      expertseg pretrain --data demo_data --out runs/inter --interactive runs/pretrain --config configs/demo.yaml
     """
     from pipelines.runtime.common import parse_list
     from pipelines.pretrain import pretrain as run
 
-    run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), cases=parse_list(cases), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty())
+    run(data=data, out=out, config_path=config_path, overrides=overrides, include=parse_list(experts), exclude=parse_list(exclude_experts), cases=parse_list(cases), resume=resume, overwrite=overwrite, tracking=tracking, progress=sys.stderr.isatty(), interactive=interactive)
 
 
 @cli.command()
@@ -253,6 +255,52 @@ def predict(model, images, experts, adapters, out, overwrite, config_path, overr
     from pipelines.predict import predict as run
 
     run(model=model, images=images, out=out, experts=experts, adapters=list(adapters), overwrite=overwrite, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
+
+
+@cli.command()
+@click.option("--model", required=True, help="Interactive model: a run folder of pretrain --interactive, its model/ folder, or models:/<name>@interactive.")
+@click.option("--image", "images", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False), help="The scan (a NIfTI file; repeat once per channel, in channel order).")
+@click.option("--expert", required=True, help="The annotating expert: the row whose style answers.")
+@click.option("--prompts", required=True, type=click.Path(dir_okay=False), help="prompts.json: clicks, scribbles and boxes in voxel or world (mm, RAS) coordinates (schema in README.md).")
+@click.option("--class", "target", default=None, help="Class to segment, name or index (default: the prompts file's, else the first foreground class).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Mask to write (.nii.gz), on the input's grid; a JSON log goes beside it.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@user_errors
+def refine(model, images, expert, prompts, target, out, device):
+    """Refine one class's mask with clicks, scribbles and boxes, in one expert's style.
+
+    \b
+    Example:
+      expertseg refine --model models:/expertseg-BrainTissueDemo@interactive --image sub011_0000.nii.gz \\
+          --expert drB --prompts prompts.json --out sub011_wm.nii.gz
+    """
+    from pipelines.refine import refine as run
+
+    run(model=model, images=list(images), expert=expert, prompts=prompts, out=out, target=target, device=device)
+
+
+@cli.command("evaluate-interactive")
+@click.option("--model", required=True, help="Interactive model: run folder, model/ folder, or models:/<name>@interactive.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset with the experts' held-out (imagesTs/labelsTs) labels.")
+@click.option("--expert", "experts", default="all", show_default=True, help="Comma-separated experts, or all (one line each in the plot).")
+@click.option("--classes", default=None, help="Comma-separated classes (default: every foreground class).")
+@click.option("--clicks", default=5, show_default=True, help="Corrective clicks after the first prompt.")
+@click.option("--max-cases", type=int, default=None, help="At most this many test cases per expert.")
+@click.option("--tolerance", default=2.0, show_default=True, help="NSD tolerance in mm (the challenge's 2 mm).")
+@click.option("--out", default="evaluate_interactive", show_default=True, type=click.Path(file_okay=False), help="Where to write interactive.json, interactive.csv and dice_per_interaction.png.")
+@click.option("--device", default="cpu", show_default=True)
+@user_errors
+def evaluate_interactive(model, data, experts, classes, clicks, max_cases, tolerance, out, device):
+    """The CVPR 2025 interactive 3D protocol: a box (or a scribble), then 5 clicks at the largest error.
+
+    \b
+    Example:
+      expertseg evaluate-interactive --model runs/inter --data demo_data --expert drA,drB --out eval-inter
+    """
+    from pipelines.evaluate_interactive import evaluate_interactive as run
+    from pipelines.runtime.common import parse_list
+
+    run(model=model, data=data, experts=experts, classes=parse_list(classes), clicks=clicks, max_cases=max_cases, tolerance=tolerance, out=out, device=device)
 
 
 @cli.command()

@@ -42,6 +42,7 @@ class PretrainSetup:
     val_cases: list[str]
     items: list
     arch: dict
+    model_experts: list | None = None  #: the model's rows when they are not the trained experts (interactive)
 
 
 def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=None, cases: list[str] | None = None) -> PretrainSetup:
@@ -93,7 +94,31 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"data: {str(err).splitlines()[0][:300]}") from None
-    return PretrainSetup(cfg, manifest, experts, rows, plan, network, train_cases, val_cases, items, arch)
+    s = PretrainSetup(cfg, manifest, experts, rows, plan, network, train_cases, val_cases, items, arch)
+    return _interactive_setup(cfg, s) if cfg.interactive.model else s
+
+
+def _interactive_setup(cfg: Config, s: PretrainSetup) -> PretrainSetup:
+    """Interactive training: the promptable counterpart of the pretrained model ``interactive.model``
+    (its plan, experts and rows; the pretrained model itself is left as it is)."""
+    from experts.interactive.building import promptable_bundle
+    from experts.interactive.prompts import PromptEncoding
+    from experts.training.sampling import SampleItem
+    from pipelines.runtime.models import load_model
+
+    i = cfg.interactive
+    base = load_model(i.model)
+    missing = [e for e in s.experts if e not in base.experts]
+    if missing:
+        raise ConfigError(f"interactive.model {i.model} has no row for {', '.join(missing)}; train on its experts ({', '.join(base.experts)}) with --experts, or adapt it first")
+    if list(base.plan.class_names) != list(s.manifest.spec.class_names):
+        raise ConfigError(f"interactive.model {i.model} segments {', '.join(base.plan.class_names)}, not this dataset's classes")
+    bundle = promptable_bundle(base, encoding=PromptEncoding(click_radius=i.click_radius, scribble_radius=i.scribble_radius, decay=i.decay))
+    rows = {e: base.row(e) for e in s.experts}
+    items = [SampleItem(it.case, it.expert, it.kind, rows[it.expert]) for it in s.items]
+    net = bundle.network
+    net.check_input_size(bundle.plan.patch_size)
+    return dataclasses.replace(s, rows=rows, plan=bundle.plan, network=net, items=items, arch=bundle.arch, val_cases=[], model_experts=list(base.experts))
 
 
 def pretrain(
@@ -112,6 +137,7 @@ def pretrain(
     parent_run_id: str | None = None,
     on_validate: Callable[[int, dict], None] | None = None,
     register: bool | None = None,
+    interactive: str | None = None,
 ) -> dict:
     """Run multi-expert pretraining; returns the run summary (also written to ``<out>/summary.json``).
 
@@ -122,15 +148,12 @@ def pretrain(
         parent_run_id: attach the MLflow run under this parent (tuning trials).
         on_validate: called with ``(step, scores)`` after each validation (pruning hooks may raise).
         register: override ``tracking.register``.
+        interactive: train a promptable model from this pretrained model (``interactive.model``).
     """
     from pipelines.runtime.distributed import init_distributed
 
     t_start = time.perf_counter()
-    cfg = load_config(config_path, overrides)
-    if tracking:
-        cfg.tracking.backend = tracking
-    if register is not None:
-        cfg.tracking.register = register
+    cfg = _run_config(config_path, overrides, tracking=tracking, register=register, interactive=interactive)
     Tracker.probe(cfg)
     ctx = init_distributed()
     try:
@@ -156,6 +179,18 @@ def pretrain(
         return summary
     finally:
         ctx.close()
+
+
+def _run_config(config_path, overrides, *, tracking, register, interactive) -> Config:
+    """The config with the command line's own settings applied."""
+    cfg = load_config(config_path, overrides)
+    if tracking:
+        cfg.tracking.backend = tracking
+    if register is not None:
+        cfg.tracking.register = register
+    if interactive:
+        cfg.interactive.model = interactive
+    return cfg
 
 
 @dataclass
@@ -195,9 +230,9 @@ class _Run:
             _write_run_files(out, cfg, s)
         m, t = s.manifest, cfg.train
         train_cache = VolumeCache(s.plan, images={c: m.cases[c].images for c in s.train_cases}, labels={(it.case, it.expert): m.label(it.case, it.expert).path for it in s.items}, pad=True, cache=cfg.data.cache, progress=progress and ctx.is_main)
-        val_targets = dense_targets(m, s.val_cases, s.rows, split="train") if ctx.is_main else {}
+        val_targets = dense_targets(m, s.val_cases, s.rows, split="train") if ctx.is_main and s.val_cases else {}
         val_cache = VolumeCache(s.plan, images={c: m.cases[c].images for c in val_targets}, labels={(c, e): m.label(c, e).path for c, pairs in val_targets.items() for e, _ in pairs}, pad=False, cache=cfg.data.cache)
-        setup = build_training(plan=s.plan, cache=train_cache, items=s.items, network=net, batch_size=t.batch_size * ctx.world_size, seed=cfg.seed, loss_terms=cfg.loss.terms, augment=dataclasses.asdict(cfg.augment), expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights, device=device)
+        setup = build_training(plan=s.plan, cache=train_cache, items=s.items, network=net, batch_size=t.batch_size * ctx.world_size, seed=cfg.seed, loss_terms=cfg.loss.terms, augment=dataclasses.asdict(cfg.augment), expert_weights=cfg.sampling.expert_weights, kind_weights=cfg.sampling.kind_weights, device=device, one_target_class=bool(cfg.interactive.model))
         optimizer = make_optimizer(param_groups(net, lr=t.lr, weight_decay=t.weight_decay, style_lr_scale=t.style_lr_scale), name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum)
         schedule = make_schedule(optimizer, name=t.schedule, steps=t.steps, warmup_steps=t.warmup_steps)
         return cls(cfg, s, out, ctx, device, net, model, setup, optimizer, schedule, CheckpointDir(out / "checkpoints"), val_targets, val_cache, progress, identity)
@@ -252,7 +287,21 @@ class _Run:
             checkpoint_every=t.checkpoint_every,
         )
         loader = self.setup.loader(start_step, t.steps, rank=self.ctx.rank, world_size=self.ctx.world_size, num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
+        if self.cfg.interactive.model:
+            loader = _interactive_batches(self.cfg, self.net, loader, plan=self.s.plan, start_step=start_step, rank=self.ctx.rank, device=self.device)
         fit(model=self.model, loss_fn=self.setup.loss, optimizers=[self.optimizer], schedules=[self.schedule], batches=loader, start_step=start_step, steps=t.steps, device=self.device, grad_clip=t.grad_clip, amp=t.amp, cpu_bf16=t.cpu_bf16, callbacks=callbacks, progress=self.progress and main, desc="pretrain")
+
+
+def _interactive_batches(cfg: Config, net, loader, *, plan, start_step: int, rank: int, device):
+    from experts.interactive.prompts import PromptEncoding
+    from experts.interactive.simulate import InteractionSimulator, interactive_batches
+
+    i = cfg.interactive
+    try:
+        sim = InteractionSimulator(rounds=i.rounds, no_prompt=i.no_prompt, first=tuple(i.first), scribble_corrections=i.scribble_corrections, encoding=PromptEncoding(click_radius=i.click_radius, scribble_radius=i.scribble_radius, decay=i.decay))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return interactive_batches(loader, net, sim, num_classes=plan.num_classes, seed=cfg.seed, start_step=start_step, rank=rank, device=device)
 
 
 def _write_run_files(out: Path, cfg: Config, s: PretrainSetup) -> None:
@@ -311,16 +360,18 @@ def _finish(cfg: Config, s: PretrainSetup, *, out: Path, run: _Run, tracker, ctx
     from experts.training.validation import score_test_cases
     from pipelines.runtime.tracking import registry_name
 
-    test = score_test_cases(run.net, s.manifest, s.plan, s.rows, device=run.device, sw_batch_size=cfg.predict.sw_batch_size)
+    interactive = bool(cfg.interactive.model)  # scored by evaluate-interactive instead
+    test = {} if interactive else score_test_cases(run.net, s.manifest, s.plan, s.rows, device=run.device, sw_batch_size=cfg.predict.sw_batch_size)
     tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
-    experts = ["pooled"] if cfg.sampling.pool_experts else s.experts
-    bundle = ModelBundle(network=run.net, experts=experts, plan=s.plan, arch=s.arch, config=config_to_dict(cfg), lineage={"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id})
+    experts = ["pooled"] if cfg.sampling.pool_experts else s.model_experts or s.experts
+    lineage = {"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id, **({"base_model": cfg.interactive.model} if interactive else {})}
+    bundle = ModelBundle(network=run.net, experts=experts, plan=s.plan, arch=s.arch, config=config_to_dict(cfg), lineage=lineage)
     save_bundle(out / "model", bundle)
     tracker.log_artifact(out / "model", "model")
     model_name = cfg.tracking.model_name or registry_name(s.manifest.spec.name)
     version = None
     if cfg.tracking.register:
-        alias = "pooled" if cfg.sampling.pool_experts else "pretrained"
+        alias = "pooled" if cfg.sampling.pool_experts else "interactive" if interactive else "pretrained"
         version = tracker.register_model(artifact_path="model", name=model_name, alias=alias, tags={"stage": "pretrain", **_tags(cfg, s, ctx.world_size), "model_id": bundle.model_id})
     summary = {
         "stage": "pretrain",

@@ -13,6 +13,7 @@ from experts.registry import Registry
 
 __all__ = [
     "NETWORKS",
+    "PROMPTABLE",
     "create_network",
     "ConditionedNetwork",
     "ConditionalInstanceNorm",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 NETWORKS: Registry = Registry("network")
+#: registered networks that take prompts and answer for one target class (a contract of their own)
+PROMPTABLE = ("promptable",)
 
 
 @NETWORKS.register("cin_unet")
@@ -36,6 +39,18 @@ def cin_unet(**kwargs) -> CINUNet:
 def cin_resunet(**kwargs) -> CINUNet:
     """U-Net with one residual unit per level."""
     return CINUNet(residual=True, **kwargs)
+
+
+@NETWORKS.register("promptable")
+def promptable(*, in_channels: int, num_classes: int, num_experts: int, base: dict, encoding: dict | None = None) -> ConditionedNetwork:
+    """A pretrained network ``base`` (``{name, kwargs}``) with seven prompt channels
+    (:class:`~experts.networks.promptable.PromptableNetwork`); its weights come from a model file."""
+    from experts.networks.promptable import PromptableNetwork
+
+    def build(*, in_channels: int) -> ConditionedNetwork:
+        return create_network(base["name"], in_channels=in_channels, num_classes=num_classes, num_experts=num_experts, **base.get("kwargs", {}))
+
+    return PromptableNetwork(interactive=build(in_channels=in_channels + PromptableNetwork.prompt_channels), automatic=build(in_channels=in_channels), in_channels=in_channels, num_classes=num_classes, encoding=encoding)
 
 
 def create_network(name: str, **kwargs) -> ConditionedNetwork:

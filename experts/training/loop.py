@@ -107,7 +107,7 @@ def fit(
             else:
                 autocast = contextlib.nullcontext()
             with autocast:
-                outputs = model(batch.image, batch.expert, **({"prompts": batch.prompts} if batch.prompts is not None else {}))
+                outputs = model(batch.image, batch.expert, **{k: batch[k] for k in ("prompts", "target") if batch.get(k) is not None})
             parts = loss_fn(outputs, batch, step=step)
             loss = parts["loss"]
             if not torch.isfinite(loss):

@@ -56,6 +56,7 @@ def build_training(
     expert_weights: Mapping[str, float] | None = None,
     kind_weights: Mapping[str, float] | None = None,
     device: torch.device | str = "cpu",
+    one_target_class: bool = False,
 ) -> TrainingSetup:
     """The loss (checked against the features ``network`` returns), augmentation and sampler.
 
@@ -70,9 +71,12 @@ def build_training(
         augment: ``flip``, ``rotate90``, ``intensity`` (default :data:`DEFAULT_AUGMENT`).
         expert_weights / kind_weights: sampling weights (see the sampler).
         device: where the loss's state lives.
+        one_target_class: the network answers for one target class (a promptable network): the
+            loss sees two classes (rest, target) and the ignore value 2.
     """
     aug = {**DEFAULT_AUGMENT, **dict(augment or {})}
-    context = TermContext(ignore_label=plan.num_classes, num_classes=plan.num_classes, spacing=tuple(float(s) for s in plan.spacing))
+    classes = 2 if one_target_class else plan.num_classes
+    context = TermContext(ignore_label=classes, num_classes=classes, spacing=tuple(float(s) for s in plan.spacing))
     loss = build_loss(loss_terms, context, network_features=network.returned_features).to(device)
     sampler = ExpertBalancedSampler(list(items), batch_size=batch_size, seed=seed, expert_weights=dict(expert_weights or {}), kind_weights=dict(kind_weights or {}))
     dataset = PatchDataset(cache, list(items), training_augmentation(plan, flip=aug["flip"], rotate90=aug["rotate90"], intensity=aug["intensity"]))

@@ -163,6 +163,21 @@ class ScribbleConfig:
 
 
 @dataclass
+class InteractiveConfig:
+    """Interactive training (``pretrain --interactive MODEL``): a promptable model started from a
+    pretrained one, trained with simulated interaction (:mod:`experts.interactive.simulate`)."""
+
+    model: str = ""  #: the pretrained model to start from; "" = ordinary pretraining
+    rounds: int = 5  #: most correction rounds per step
+    no_prompt: float = 0.1  #: probability of a sample without any prompt
+    first: list[str] = field(default_factory=lambda: ["box", "clicks", "scribbles"])  #: first-prompt kinds
+    scribble_corrections: float = 0.3  #: probability that a correction is a scribble
+    click_radius: int = 2  #: voxels (model grid)
+    scribble_radius: int = 1  #: voxels (model grid)
+    decay: float = 0.98  #: weight of a prompt per newer prompt
+
+
+@dataclass
 class PredictConfig:
     overlap: float = 0.5
     sw_batch_size: int = 4
@@ -193,6 +208,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     scribbles: ScribbleConfig = field(default_factory=ScribbleConfig)
+    interactive: InteractiveConfig = field(default_factory=InteractiveConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

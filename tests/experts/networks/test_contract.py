@@ -4,7 +4,7 @@ conditioning, rows and heads, state_dict."""
 import pytest
 import torch
 
-from experts.networks import CIN_PLACEMENTS, NETWORKS, ROW_ROLES, SHARED_ROLES, ConditionedNetwork, create_network
+from experts.networks import CIN_PLACEMENTS, NETWORKS, PROMPTABLE, ROW_ROLES, SHARED_ROLES, ConditionedNetwork, create_network
 from experts.records import NetOutput
 
 SMALL = dict(in_channels=2, num_classes=3, num_experts=3, channels=(4, 8, 16))
@@ -26,7 +26,7 @@ def logits(net, x, e):
     return net(x, torch.as_tensor(e)).logits
 
 
-@pytest.fixture(params=NETWORKS.names())
+@pytest.fixture(params=[n for n in NETWORKS.names() if n not in PROMPTABLE])  # promptable ones: tests/experts/interactive/test_promptable.py
 def name(request):
     return request.param
 

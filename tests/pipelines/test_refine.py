@@ -1,0 +1,97 @@
+"""expertseg pretrain --interactive, refine and evaluate-interactive on the toy spheres; bad input is one line, exit 2."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from experts.bundle import load_bundle
+from experts.data.nifti import load_volume
+from pipelines.cli import cli
+from pipelines.pretrain import pretrain
+
+TINY = ("network.channels=[4,8]", "data.patch_size=[16,16,16]", "data.n_folds=3", "train.batch_size=2", "train.log_every=2", "train.val_every=100", "train.checkpoint_every=2", "predict.sw_batch_size=1")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, toy_dataset_master):
+    """A pretrained toy model and its interactive counterpart (4 steps each, no MLflow)."""
+    root = tmp_path_factory.mktemp("models")
+    pretrain(data=str(toy_dataset_master), out=str(root / "pre"), overrides=TINY + ("train.steps=4",), tracking="local", progress=False)
+    pretrain(data=str(toy_dataset_master), out=str(root / "inter"), overrides=TINY + ("train.steps=4", "interactive.rounds=1"), tracking="local", progress=False, interactive=str(root / "pre"))
+    return root
+
+
+def write(path, data):
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def refine(models, data, tmp_path, prompts, *extra):
+    image = str(data / "imagesTs" / "test00_0000.nii.gz")
+    args = ["refine", "--model", str(models / "inter"), "--image", image, "--expert", "medium", "--prompts", write(tmp_path / "p.json", prompts), "--out", str(tmp_path / "m.nii.gz"), *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def test_the_interactive_model_is_its_own_model_and_the_pretrained_one_is_unchanged(models):
+    pre, inter = load_bundle(models / "pre" / "model"), load_bundle(models / "inter" / "model")
+    assert inter.arch["name"] == "promptable" and inter.experts == pre.experts
+    assert inter.network.prompt_channels == 7 and not getattr(pre.network, "prompt_channels", 0)
+    assert json.loads((models / "inter" / "summary.json").read_text())["model"].endswith("inter/model")
+
+
+def test_refine_writes_a_mask_with_the_inputs_affine_and_shape(models, toy_dataset_master, tmp_path):
+    prompts = {"coordinates": "voxel", "class": "core", "prompts": [{"type": "box", "lower": [6, 6, 6], "upper": [13, 13, 13]}, {"type": "click", "point": [10, 10, 10]}, {"type": "undo"}]}
+    result = refine(models, toy_dataset_master, tmp_path, prompts)
+    assert result.exit_code == 0, result.output
+    image = load_volume(toy_dataset_master / "imagesTs" / "test00_0000.nii.gz")
+    mask = load_volume(tmp_path / "m.nii.gz", kind="label")
+    assert mask.array.shape == image.array.shape and np.allclose(mask.affine, image.affine)
+    assert len(json.loads((tmp_path / "m.nii.gz.json").read_text())["steps"]) == 3
+
+
+@pytest.mark.parametrize("prompts, extra, match", [
+    ({"prompts": [{"type": "click", "point": [99, 0, 0]}]}, (), "outside the image"),
+    ({"prompts": [{"type": "click", "point": [1, 1, 1]}]}, ("--expert", "nobody"), "not in this model"),
+    ({"prompts": [{"type": "box", "lower": [4, 4, 4], "upper": [4, 4, 9]}]}, (), "zero size"),
+    ("{not json", (), "not valid JSON"),
+    ({"prompts": [{"type": "click", "point": [1, 1, 1]}], "colour": "red"}, (), "unknown key"),
+    ({"prompts": [{"type": "click", "point": [1, 1, 1], "radius": 3}]}, (), "unknown key"),
+    ({"coordinates": "pixels", "prompts": [{"type": "click", "point": [1, 1, 1]}]}, (), "coordinates"),
+])
+def test_bad_input_is_one_line_and_exit_2(models, toy_dataset_master, tmp_path, prompts, extra, match):
+    result = refine(models, toy_dataset_master, tmp_path, prompts, *extra)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0] and "Traceback" not in result.output
+
+
+def test_evaluate_interactive_writes_json_csv_and_a_plot(models, toy_dataset_master, tmp_path):
+    out = tmp_path / "ev"
+    args = ["evaluate-interactive", "--model", str(models / "inter"), "--data", str(toy_dataset_master), "--expert", "small,large", "--classes", "core", "--clicks", "2", "--max-cases", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "interactive.json").read_text())
+    box = report["experts"]["small"]["core/box"]
+    assert len(box["dice"]) == 3 and 0 <= box["dice_auc"] <= 2 and box["seconds_median"] > 0
+    assert "core/scribble" in report["experts"]["large"]
+    assert (out / "dice_per_interaction.png").stat().st_size > 0
+    assert len((out / "interactive.csv").read_text().splitlines()) == 1 + 2 * 2 * 3  # 2 experts x 2 variants x 3 steps
+
+
+def test_resuming_interactive_training_from_a_checkpoint_ends_with_the_same_weights(models, toy_dataset_master, tmp_path):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "inter"
+    shutil.copytree(models / "inter", run)
+    for name in ("model", "summary.json"):  # as if killed between the checkpoints of steps 2 and 4
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    for f in (run / "checkpoints").glob("step_0000004*"):
+        f.unlink()
+    pretrain(data=str(toy_dataset_master), out=str(run), overrides=TINY + ("train.steps=4", "interactive.rounds=1"), tracking="local", progress=False, interactive=str(models / "pre"), resume=True)
+    a = torch.load(models / "inter" / "model" / "weights.pt", weights_only=True)
+    b = torch.load(run / "model" / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
