@@ -1,7 +1,7 @@
 """The ``expertseg`` command line.
 
-Verbs follow nnU-Net's and MONAI's: ``data check|demo|import``, ``pretrain``, ``adapt``,
-``predict``, ``evaluate``, ``compare``, ``tune``, ``bench``. Heavy libraries (torch, MONAI, MLflow)
+Verbs follow nnU-Net's and MONAI's: ``data check|demo|import``, ``pretrain``, ``suggest``,
+``adapt``, ``predict``, ``evaluate``, ``compare``, ``tune``, ``bench``. Heavy libraries (torch, MONAI, MLflow)
 are imported inside the commands that need them, so ``expertseg --help`` starts quickly. A user error
 prints one line per problem and exits with code 2, without a traceback.
 """
@@ -232,6 +232,32 @@ def adapt(model, data, expert, cases, shots, scribbles, scribble_style, out, con
         overrides = (f"scribbles.name={name}", *([f"scribbles.params.habit={habit}"] if habit else []), *overrides)
         scribbles = True
     run(model=model, data=data, expert=expert, out=out, cases=parse_list(cases), shots=shots, scribbles=scribbles, config_path=config_path, overrides=overrides, tracking=tracking, overwrite=overwrite, resume=resume, progress=sys.stderr.isatty())
+
+
+@cli.command()
+@click.option("--model", required=True, help="The model whose experts look at the cases: a run folder, its model/ folder, or models:/<name>@pretrained.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset whose training cases are candidates.")
+@click.option("--expert", required=True, help="The new doctor (need not have any label yet).")
+@click.option("--k", "k", required=True, type=int, help="How many cases to suggest.")
+@click.option("--strategy", default="foreground-random", show_default=True, help="random, foreground-random, disagreement, diversity or disagreement+diversity.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter of the strategy, e.g. --param weight=0.7 (repeatable).")
+@click.option("--candidates", default="unlabelled", show_default=True, type=click.Choice(["unlabelled", "all"]), help="unlabelled: the doctor's unlabelled training cases; all: every training case (the doctor's labels hidden, for benchmarking).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random strategies.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the suggestion and the ranking of every candidate to this JSON file.")
+@config_options
+@user_errors
+def suggest(model, data, expert, k, strategy, params, candidates, seed, out, config_path, overrides):
+    """Suggest which K cases a new doctor should label first, with the reason for each.
+
+    \b
+    Examples:
+      expertseg suggest --model runs/pretrain --data demo_data --expert drnew --k 3 --candidates all
+      expertseg suggest --model runs/pretrain --data demo_data --expert drnew --k 3 --candidates all \\
+          --strategy disagreement+diversity --param weight=0.7 --out suggestion.json
+    """
+    from pipelines.suggest import parse_params, suggest as run
+
+    run(model=model, data=data, expert=expert, k=k, strategy=strategy, params=parse_params(params), candidates=candidates, seed=seed, out=out, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
 
 
 @cli.command()

@@ -11,7 +11,7 @@ case identical to a chosen one (distance 0) comes after every case that differs 
     (1 - weight) * disagreement / max disagreement + weight * distance / max distance,
 
 both over the cases not yet chosen, distance to the nearest chosen case. The first pick (nothing
-chosen yet) is the case of highest disagreement; ``weight = 0`` is ``disagreement``, ``weight = 1``
+chosen yet) is the case of highest disagreement (score: its normalised disagreement); ``weight = 0`` is ``disagreement``, ``weight = 1``
 is ``diversity`` after that first pick.
 """
 
@@ -116,10 +116,10 @@ class DisagreementDiversity(SelectionStrategy):
             u = mi[left] / mi[left].max() if mi[left].max() > 0 else np.zeros(len(left))
             dist = nearest[left]
             if np.isinf(dist).all():  # nothing chosen yet: disagreement alone
-                d = np.zeros(len(left))
+                score = u
             else:
                 d = dist / dist.max() if dist.max() > 0 else np.zeros(len(left))
-            score = (1 - w) * u + w * d
+                score = (1 - w) * u + w * d
             j = max(range(len(left)), key=lambda t: (score[t], -left[t]))
             i = left[j]
             parts = {"disagreement": float(mi[i]), "distance": None if np.isinf(dist[j]) else float(dist[j]), "score": float(score[j])}
