@@ -360,8 +360,9 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @click.option("--suite", "suites", multiple=True, type=click.Choice(BENCH_SUITES + BENCH_EXTRA_SUITES), help="Run only these suites (repeatable; default all but targets, which takes another hour).")
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
 @click.option("--report-only", is_flag=True, help="Run nothing: write the plots (and --write) from the results already in --out.")
+@click.option("--option", "options", multiple=True, metavar="SUITE.KEY=VALUE", help="A suite's own setting, e.g. --option selection.seeds=2 (repeatable; see the suite's module).")
 @user_errors
-def bench(quick, out, suites, write, report_only):
+def bench(quick, out, suites, write, report_only, options):
     """Benchmarks: label efficiency, multi-expert baselines, scribbles vs dense, speed.
 
     \b
@@ -370,13 +371,17 @@ def bench(quick, out, suites, write, report_only):
       expertseg bench --write BENCHMARKS.md        # full mode, about an hour on 2 CPU cores
       expertseg bench --suite targets --write BENCHMARKS.md   # adds the stage-2 targets (longer pretraining)
       expertseg bench --report-only --write BENCHMARKS.md     # rewrite the report from bench_out/results.json
+      expertseg bench --suite selection --option selection.seeds=2 --option selection.experts=drnew
     """
     from pipelines.bench.runner import run_bench
 
-    command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + (f" --write {write}" if write else "")
+    command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + "".join(f" --option {o}" for o in options) + (f" --write {write}" if write else "")
     if report_only and suites:
         raise click.UsageError("--report-only runs no suite; drop --suite")
-    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command)
+    parsed = dict(o.partition("=")[::2] for o in options)
+    if any("=" not in o or "." not in o.partition("=")[0] for o in options):
+        raise click.UsageError("--option takes SUITE.KEY=VALUE, e.g. --option selection.seeds=2")
+    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command, options=parsed)
 
 
 def main(argv=None):

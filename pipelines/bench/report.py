@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.bench import selection
 from pipelines.bench.efficiency import summarise
 
 __all__ = ["plots", "markdown"]
@@ -81,7 +82,7 @@ def plots(ctx) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
-    return made
+    return made + ([selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else [])
 
 
 def _targets(tg: dict, rel: list[str], command: str) -> list[str]:
@@ -132,6 +133,7 @@ HEADINGS = {
     "scribbles": "## Scribbles versus dense",
     "speed": "## Speed and memory",
     "prompts": "## Prompt styles",
+    "selection": "## Case selection",
 }
 RESULTS_FILE = "results.json"
 
@@ -310,4 +312,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+SECTIONS = {"selection": selection.section, "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
