@@ -129,7 +129,7 @@ def _adapt(ctx, memo: dict, *, h: str, base: dict, cases: list[str], seed: int, 
     if key not in memo:
         tag = hashlib.sha1(",".join(cases).encode()).hexdigest()[:8]
         s = ctx.adapt(f"select-{h}-{len(cases)}-{tag}-t{seed}", model=base["model"], expert=h, cases=cases, overrides=(f"seed={seed}",) + steps)
-        memo[key] = {"test_dice": s["test_dice"], "nearest": s["test_dice_before"], "init_source": s["init_source"], "steps": s["steps"], "seconds": s["seconds"]}
+        memo[key] = {"test_dice": s["test_dice"], "nearest": s["test_dice_before"], "init_source": s["init_source"], "steps": s["steps"], "rung": s.get("rung"), "seconds": s["seconds"]}
     return memo[key]
 
 
