@@ -1,7 +1,7 @@
 """The ``expertseg`` command line.
 
-Verbs follow nnU-Net's and MONAI's: ``data check|demo|import``, ``pretrain``, ``adapt``,
-``predict``, ``evaluate``, ``compare``, ``tune``, ``bench``. Heavy libraries (torch, MONAI, MLflow)
+Verbs follow nnU-Net's and MONAI's: ``data check|demo|import``, ``pretrain``, ``suggest``,
+``adapt``, ``predict``, ``evaluate``, ``compare``, ``tune``, ``bench``. Heavy libraries (torch, MONAI, MLflow)
 are imported inside the commands that need them, so ``expertseg --help`` starts quickly. A user error
 prints one line per problem and exits with code 2, without a traceback.
 """
@@ -237,6 +237,32 @@ def adapt(model, data, expert, cases, shots, scribbles, scribble_style, out, con
 
 
 @cli.command()
+@click.option("--model", required=True, help="The model whose experts look at the cases: a run folder, its model/ folder, or models:/<name>@pretrained.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset whose training cases are candidates.")
+@click.option("--expert", required=True, help="The new doctor (need not have any label yet).")
+@click.option("--k", "k", required=True, type=int, help="How many cases to suggest.")
+@click.option("--strategy", default="foreground-random", show_default=True, help="random, foreground-random, disagreement, diversity or disagreement+diversity.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter of the strategy, e.g. --param weight=0.7 (repeatable).")
+@click.option("--candidates", default="unlabelled", show_default=True, type=click.Choice(["unlabelled", "all"]), help="unlabelled: the doctor's unlabelled training cases; all: every training case (the doctor's labels hidden, for benchmarking).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random strategies.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the suggestion and the ranking of every candidate to this JSON file.")
+@config_options
+@user_errors
+def suggest(model, data, expert, k, strategy, params, candidates, seed, out, config_path, overrides):
+    """Suggest which K cases a new doctor should label first, with the reason for each.
+
+    \b
+    Examples:
+      expertseg suggest --model runs/pretrain --data demo_data --expert drnew --k 3 --candidates all
+      expertseg suggest --model runs/pretrain --data demo_data --expert drnew --k 3 --candidates all \\
+          --strategy disagreement+diversity --param weight=0.7 --out suggestion.json
+    """
+    from pipelines.suggest import parse_params, suggest as run
+
+    run(model=model, data=data, expert=expert, k=k, strategy=strategy, params=parse_params(params), candidates=candidates, seed=seed, out=out, config_path=config_path, overrides=overrides, progress=sys.stderr.isatty())
+
+
+@cli.command()
 @click.option("--model", required=True, help="Run folder, model/ or adapter/ folder, or models:/<name>@<alias>.")
 @click.option("--images", required=True, type=click.Path(exists=True), help="A NIfTI file or a folder of <case>_<CCCC>.nii.gz files.")
 @click.option("--experts", default="all", show_default=True, help="Comma-separated experts, or all.")
@@ -382,8 +408,9 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @click.option("--suite", "suites", multiple=True, type=click.Choice(BENCH_SUITES + BENCH_EXTRA_SUITES), help="Run only these suites (repeatable; default: modelling, efficiency, scribbles, speed; targets, prompts and capacity run only when named, each an hour or more).")
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
 @click.option("--report-only", is_flag=True, help="Run nothing: write the plots (and --write) from the results already in --out.")
+@click.option("--option", "options", multiple=True, metavar="SUITE.KEY=VALUE", help="A suite's own setting, e.g. --option selection.seeds=2 (repeatable; see the suite's module).")
 @user_errors
-def bench(quick, out, suites, write, report_only):
+def bench(quick, out, suites, write, report_only, options):
     """Benchmarks: label efficiency, multi-expert baselines, scribbles vs dense, speed.
 
     \b
@@ -392,13 +419,17 @@ def bench(quick, out, suites, write, report_only):
       expertseg bench --write BENCHMARKS.md        # full mode, about an hour on 2 CPU cores
       expertseg bench --suite targets --write BENCHMARKS.md   # adds the stage-2 targets (longer pretraining)
       expertseg bench --report-only --write BENCHMARKS.md     # rewrite the report from bench_out/results.json
+      expertseg bench --suite selection --option selection.seeds=2 --option selection.experts=drnew
     """
     from pipelines.bench.runner import run_bench
 
-    command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + (f" --write {write}" if write else "")
+    command = "expertseg bench" + (" --quick" if quick else "") + "".join(f" --suite {s}" for s in suites) + "".join(f" --option {o}" for o in options) + (f" --write {write}" if write else "")
     if report_only and suites:
         raise click.UsageError("--report-only runs no suite; drop --suite")
-    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command)
+    parsed = dict(o.partition("=")[::2] for o in options)
+    if any("=" not in o or "." not in o.partition("=")[0] for o in options):
+        raise click.UsageError("--option takes SUITE.KEY=VALUE, e.g. --option selection.seeds=2")
+    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command, options=parsed)
 
 
 def main(argv=None):

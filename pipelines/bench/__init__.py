@@ -9,7 +9,9 @@ made from that file):
 - ``modelling``: per-expert Dice of the CIN model against one model per expert, one model on
   pooled labels and one on STAPLE consensus labels;
 - ``scribbles``: pretraining from scribbles only against dense labels of the same experts;
-- ``speed``: speed and memory ratios measured within one run.
+- ``speed``: speed and memory ratios measured within one run;
+- ``selection`` (named only): label-efficiency curves of held-out experts adapted on the cases each
+  case-selection strategy chose (``expertseg suggest``), with 95 % intervals.
 
 Pretrainings are shared between suites. ``--quick`` runs everything at toy scale in minutes
 (numbers that exercise the machinery, not claims); the full mode uses ``configs/bench.yaml``.

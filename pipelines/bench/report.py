@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.bench import capacity, selection
 from pipelines.bench.efficiency import summarise
 
 __all__ = ["plots", "markdown"]
@@ -81,10 +82,8 @@ def plots(ctx) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
-    from pipelines.bench.capacity import plot as capacity_plot
-
-    made += [p for p in [capacity_plot(ctx, folder)] if p is not None]
-    return made
+    made += [p for p in [capacity.plot(ctx, folder)] if p is not None]
+    return made + ([selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else [])
 
 
 def _targets(tg: dict, rel: list[str], command: str) -> list[str]:
@@ -136,6 +135,7 @@ HEADINGS = {
     "scribbles": "## Scribbles versus dense",
     "speed": "## Speed and memory",
     "prompts": "## Prompt styles",
+    "selection": "## Case selection",
 }
 RESULTS_FILE = "results.json"
 
@@ -314,10 +314,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-def _capacity(result: dict, rel: list[str], command: str) -> list[str]:
-    from pipelines.bench.capacity import section
-
-    return section(result, rel, command)
-
-
-SECTIONS = {"capacity": _capacity, "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+SECTIONS = {"capacity": capacity.section, "selection": selection.section, "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}

@@ -23,7 +23,7 @@ MODES = {
 }
 SUITES = ("modelling", "efficiency", "scribbles", "speed")
 #: suites run only when named (--suite): they take longer than the full mode's hour
-EXTRA_SUITES = ("targets", "prompts", "capacity")
+EXTRA_SUITES = ("targets", "prompts", "capacity", "selection")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class BenchContext:
     runs: dict = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    #: suite options, ``{"<suite>.<key>": "value"}`` (``--option``), e.g. fewer seeds
+    options: dict = field(default_factory=dict)
 
     @property
     def settings(self) -> dict:
@@ -112,9 +114,10 @@ def machine() -> dict:
     return info
 
 
-def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "") -> dict:
+def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "", options: dict | None = None) -> dict:
     """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``.
-    With no suites, nothing runs: the plots and the Markdown are written from ``results.json``."""
+    With no suites, nothing runs: the plots and the Markdown are written from ``results.json``.
+    ``options`` (``{"<suite>.<key>": value}``) are read by the suite they name."""
     from pipelines.bench import report
 
     if mode not in MODES:
@@ -122,7 +125,10 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     settings = MODES[mode]
     root = Path(__file__).resolve().parents[2]
     config = str(root / "configs" / settings["config"]) if settings["config"] else None
-    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"])
+    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"], options=dict(options or {}))
+    stray = sorted({k.partition(".")[0] for k in ctx.options} - set(suites))
+    if stray:
+        raise click.UsageError(f"--option for suite(s) {', '.join(stray)} that do not run; add --suite {stray[0]}")
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.load_earlier()
     if suites:
@@ -137,7 +143,7 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
 
 
 def _run_suites(ctx: BenchContext, suites: tuple[str, ...], *, data: str | None, command: str) -> None:
-    from pipelines.bench import capacity, efficiency, modelling, prompts, scribbles, speed, targets
+    from pipelines.bench import capacity, efficiency, modelling, prompts, scribbles, selection, speed, targets
 
     settings = ctx.settings
     t_all = time.perf_counter()
@@ -150,7 +156,7 @@ def _run_suites(ctx: BenchContext, suites: tuple[str, ...], *, data: str | None,
         data = str(make_demo_dataset(ctx.out / "data", seed=0, n_train=settings["n_train"], n_test=settings["n_test"], spacing=settings["spacing"], overwrite=True, progress=False))
         ctx.seconds["data"] = round(time.perf_counter() - t0, 1)
     ctx.data = Path(data)
-    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run, "targets": targets.run, "prompts": prompts.run, "capacity": capacity.run}
+    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run, "targets": targets.run, "prompts": prompts.run, "capacity": capacity.run, "selection": selection.run}
     for name in suites:
         t0 = time.perf_counter()
         click.echo(f"bench: {name} ...", err=True)
