@@ -62,14 +62,18 @@ def test_kill_and_resume_adaptation_ends_with_the_same_weights(pretrained, tmp_p
     ref = subprocess.run(cmd(*base, "--out", str(tmp_path / "ref"), *opts), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
     out = tmp_path / "killed"
-    kill_after("checkpoints/holdout/step_0000004.pt.sha256", cmd(*base, "--out", str(out), *opts), out)
-    assert not (out / "summary.json").exists()
+    # killed inside the cross-validation of trainable 'auto': one fold done, the next rung halfway
+    kill_after("checkpoints/cv-*-rows+lowrank/step_0000004.pt.sha256", cmd(*base, "--out", str(out), *opts), out)
+    assert not (out / "summary.json").exists() and (out / "cv.json").exists()
     done = subprocess.run(cmd(*base, "--out", str(out), "--resume", *opts), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    a = torch.load(tmp_path / "ref" / "adapter" / "adapter.pt", weights_only=True)["rows"]
-    b = torch.load(out / "adapter" / "adapter.pt", weights_only=True)["rows"]
-    assert all(torch.equal(a[k]["gamma"], b[k]["gamma"]) and torch.equal(a[k]["beta"], b[k]["beta"]) for k in a)
-    assert json.loads((out / "summary.json").read_text())["steps"] == json.loads((tmp_path / "ref" / "summary.json").read_text())["steps"]
+    a = torch.load(tmp_path / "ref" / "adapter" / "adapter.pt", weights_only=True)
+    b = torch.load(out / "adapter" / "adapter.pt", weights_only=True)
+    assert all(torch.equal(a["rows"][k]["gamma"], b["rows"][k]["gamma"]) and torch.equal(a["rows"][k]["beta"], b["rows"][k]["beta"]) for k in a["rows"])
+    assert a.keys() == b.keys() and all(torch.equal(a["shared"][k], b["shared"][k]) for k in a["shared"])
+    assert all(torch.equal(a["low_rank"][s][k], b["low_rank"][s][k]) for s in a.get("low_rank", {}) for k in a["low_rank"][s])
+    ref_summary, resumed = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "ref", out))
+    assert (resumed["rung"], resumed["steps"], resumed["cv"]) == (ref_summary["rung"], ref_summary["steps"], ref_summary["cv"])
 
 
 def test_damaged_checkpoint_is_reported_and_skipped(tmp_path):

@@ -140,4 +140,4 @@ def test_collate_stacks_samples_into_a_batch_record():
     batch = collate_batch(samples)
     assert batch.image.shape == (3, 1, 4, 4, 4) and batch.label.dtype == torch.long
     assert batch.expert.tolist() == [0, 1, 2] and batch.spacing.shape == (3, 3) and batch.prompts is None
-    assert batch["spacing"] is batch.spacing and set(batch.keys()) == {"image", "label", "expert", "spacing", "prompts"}
+    assert batch["spacing"] is batch.spacing and set(batch.keys()) == {"image", "label", "expert", "spacing", "prompts", "target"}
