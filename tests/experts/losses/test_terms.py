@@ -21,8 +21,10 @@ def toy_batch(b=2, n=16, seed=0):
 
 
 def network_output(batch):
+    """Every feature any term reads: the last decoder level, the bottleneck and the attention of a
+    block at level 0 (terms that read no feature ignore the block)."""
     torch.manual_seed(0)
-    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=2, channels=(4, 8), features=("decoder.0", "encoder.1"))
+    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=2, channels=(4, 8), features=("decoder.0", "encoder.1", "attention"), attention={"level": 0, "heads": 2, "radius": [1, 1, 1]})
     return net(batch.image, batch.expert)
 
 
@@ -58,7 +60,7 @@ def test_every_term_state_round_trips_through_a_weights_only_file(term_name, tmp
 
 
 def test_every_term_declares_only_features_a_network_can_return(term_name):
-    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=1, channels=(4, 8))
+    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=1, channels=(4, 8), attention={"level": 0, "heads": 2})
     assert set(LOSS_TERMS.get(term_name).features) <= set(net.feature_names)
 
 
