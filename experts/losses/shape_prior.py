@@ -58,7 +58,7 @@ class ShapePrior(LossTerm):
             raise ConfigError(f"loss term 'shape_prior': connectivity must be 1, 2 or 3, got {self.params.connectivity}")
 
     def forward(self, outputs: NetOutput, batch: Batch) -> dict[str, torch.Tensor]:
-        logits = outputs.logits.float()
+        logits = outputs.logits.to(torch.promote_types(outputs.logits.dtype, torch.float32))  # float16 under AMP; float64 kept
         k = logits.shape[1]
         ignore = self.context.ignore_label
         unannotated = (batch.label[:, 0] == ignore) if ignore is not None else torch.zeros_like(batch.label[:, 0], dtype=torch.bool)
