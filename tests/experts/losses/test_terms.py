@@ -143,3 +143,19 @@ def test_collate_stacks_samples_into_a_batch_record():
     assert batch.image.shape == (3, 1, 4, 4, 4) and batch.label.dtype == torch.long
     assert batch.expert.tolist() == [0, 1, 2] and batch.spacing.shape == (3, 3) and batch.prompts is None
     assert batch["spacing"] is batch.spacing and set(batch.keys()) == {"image", "label", "expert", "spacing", "prompts"}
+
+
+def test_a_term_that_becomes_nan_stops_the_step_with_its_name():
+    from experts.losses import TermError
+
+    class Exploding(Constant):
+        name = "exploding"
+
+        def forward(self, outputs, batch):
+            return {"loss": outputs.logits.mean() * float("nan")}
+
+    out, batch = NetOutput(logits=torch.ones(2, K, 4, 4, 4, requires_grad=True)), toy_batch(n=4)
+    loss = TrainingLoss([(Constant(CONTEXT), TermSpec()), (Exploding(CONTEXT), TermSpec(start_step=1))])
+    assert torch.isfinite(loss(out, batch, step=0)["loss"])
+    with pytest.raises(TermError, match="loss term 'exploding' became nan at step 2; the run stopped and its last good checkpoint is kept"):
+        loss(out, batch, step=1)
