@@ -81,6 +81,10 @@ def plots(ctx) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
+    if ctx.results.get("regularisers", {}).get("summary"):
+        from pipelines.bench.regularisers import plot
+
+        made += plot(ctx.results["regularisers"], folder)
     return made
 
 
@@ -132,6 +136,7 @@ HEADINGS = {
     "scribbles": "## Scribbles versus dense",
     "speed": "## Speed and memory",
     "prompts": "## Prompt styles",
+    "regularisers": "## Scribble regularisers",
 }
 RESULTS_FILE = "results.json"
 
@@ -310,4 +315,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+SECTIONS = {"regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
