@@ -81,11 +81,16 @@ def plots(ctx) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
-    if ctx.results.get("regularisers", {}).get("summary"):
-        from pipelines.bench.regularisers import plot
-
-        made += plot(ctx.results["regularisers"], folder)
+    made += _regulariser_plots(ctx, folder)
     return made
+
+
+def _regulariser_plots(ctx, folder: Path) -> list[Path]:
+    if not ctx.results.get("regularisers", {}).get("summary"):
+        return []
+    from pipelines.bench.regularisers import plot
+
+    return plot(ctx.results["regularisers"], folder)
 
 
 def _targets(tg: dict, rel: list[str], command: str) -> list[str]:
