@@ -76,6 +76,8 @@ def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=No
         train_cases, val_cases = case_split([(lf.case, lf.expert) for lf in labels], n_folds=cfg.data.n_folds, fold=cfg.data.fold)
     items = [SampleItem(lf.case, lf.expert, lf.kind, rows[lf.expert]) for lf in labels if lf.case in set(train_cases)]
     arch = {"name": cfg.network.name, "kwargs": {"channels": list(cfg.network.channels), "cin": cfg.network.cin, "features": list(cfg.network.features)}}
+    if cfg.network.attention:
+        arch["kwargs"]["attention"] = dict(cfg.network.attention)
     torch.manual_seed(cfg.seed)
     try:
         network = create_network(

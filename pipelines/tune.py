@@ -44,7 +44,7 @@ def _pretrain_space(trial, cfg) -> dict:
         "train.lr": trial.suggest_float("train.lr", 3e-4, 1e-2, log=True),
         "train.steps": max(1, int(cfg.train.steps * trial.suggest_categorical("steps_scale", STEP_SCALES))),
         "data.patch_size": [patch, patch, patch],
-        "loss.terms": _with_dice_weight(cfg, trial.suggest_categorical("loss.dice_weight", [0.5, 1.0, 2.0])),
+        "loss.terms": _with_term_weights(trial, _with_dice_weight(cfg, trial.suggest_categorical("loss.dice_weight", [0.5, 1.0, 2.0]))),
     }
 
 
@@ -54,6 +54,20 @@ def _with_dice_weight(cfg, weight: float) -> list[dict]:
     for t in terms:
         if t["name"] == "partial_dice_ce":
             t["params"] = {**t["params"], "dice_weight": weight}
+    return terms
+
+
+#: a regulariser's weight is searched over this factor range around its configured weight (log scale)
+TERM_WEIGHT_RANGE = (0.1, 10.0)
+
+
+def _with_term_weights(trial, terms: list[dict]) -> list[dict]:
+    """Every term but the partial loss gets its weight searched, as ``loss.<term>.weight``: log-uniform
+    over :data:`TERM_WEIGHT_RANGE` times the configured weight (a term configured at weight 0 stays off)."""
+    lo, hi = TERM_WEIGHT_RANGE
+    for t in terms:
+        if t["name"] != "partial_dice_ce" and t["weight"] > 0:
+            t["weight"] = trial.suggest_float(f"loss.{t['name']}.weight", lo * t["weight"], hi * t["weight"], log=True)
     return terms
 
 

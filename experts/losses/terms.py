@@ -32,14 +32,19 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from experts.errors import ConfigError
+from experts.errors import ConfigError, ExpertsegError
 from experts.params import Configurable
 from experts.records import Batch, NetOutput
 from experts.registry import Registry
 
-__all__ = ["LOSS_TERMS", "LossTerm", "TermContext", "TermSpec", "TrainingLoss", "register_term", "build_loss"]
+__all__ = ["LOSS_TERMS", "LossTerm", "TermContext", "TermError", "TermSpec", "TrainingLoss", "register_term", "build_loss"]
 
 LOSS_TERMS: Registry = Registry("loss term")
+
+
+class TermError(ExpertsegError):
+    """A term's loss became NaN or infinite, or its state is invalid; the run stops (before the
+    optimiser step, so the last good checkpoint is kept) with a message naming the term."""
 
 
 def register_term(name: str):
@@ -131,7 +136,18 @@ class TrainingLoss(nn.Module):
             parts.update({f"{name}/{k}": torch.as_tensor(v).detach() for k, v in out.items() if k != "loss"})
         if total is None:  # every term still waiting for its start step
             total = outputs.logits.sum() * 0.0
+        elif not torch.isfinite(total):
+            self._name_the_culprit(parts, step)
         return {"loss": total, **parts}
+
+    def _name_the_culprit(self, parts: dict[str, torch.Tensor], step: int) -> None:
+        """A non-finite total: stop with the name of the first term whose contribution is not finite."""
+        for name in self.terms:
+            if name in parts and not torch.isfinite(parts[name]):
+                raise TermError(
+                    f"loss term {name!r} became {parts[name].item()} at step {step + 1}; the run stopped and its last good checkpoint is kept; "
+                    f"lower its weight or train.lr, delay it with start_step, or resume from the checkpoint"
+                )
 
     def get_params(self) -> dict:
         return {name: {"weight": s.weight, "start_step": s.start_step, "ramp_steps": s.ramp_steps, **self.terms[name].get_params()} for name, s in self.specs.items()}

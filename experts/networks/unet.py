@@ -13,7 +13,7 @@ norm has a single voxel to normalise.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import copy
 
@@ -21,6 +21,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
+from experts.networks.attention import LocalSelfAttention
 from experts.networks.cin import ConditionalInstanceNorm, SharedInstanceNorm
 from experts.networks.lowrank import LowRankSite
 from experts.networks.protocol import ConditionedNetwork
@@ -116,6 +117,11 @@ class CINUNet(ConditionedNetwork):
         features: which internal features the output carries: ``"decoder.<l>"`` (the decoder's
             output at level ``l``, 0 = full resolution, the last decoder stage) and
             ``"encoder.<l>"`` (``encoder.<levels-1>`` is the bottleneck). Default ``("decoder.0",)``.
+        attention: a shared :class:`~experts.networks.attention.LocalSelfAttention` block after one
+            decoder level, e.g. ``{"level": 2, "heads": 4, "radius": [2, 2, 2]}`` (level defaults
+            to ``min(2, levels - 2)``, 1/4 resolution in a 4-level net); ``None`` (default): none.
+            Its parameters form the role ``attention``; its weights are the feature ``"attention"``
+            ``[B, heads, wd, wh, ww, d, h, w]``.
 
     Shapes:
         ``forward(image [B, C, D, H, W], expert LongTensor[B]) -> NetOutput`` with
@@ -132,6 +138,7 @@ class CINUNet(ConditionedNetwork):
         cin: str = "all",
         residual: bool = False,
         features: Sequence[str] = ("decoder.0",),
+        attention: Mapping | None = None,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -142,6 +149,7 @@ class CINUNet(ConditionedNetwork):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background and one class), got {num_classes}")
         self.in_channels, self.num_classes, self.channels, self.cin = in_channels, num_classes, channels, cin
+        self.attention, self.attention_level = _attention_block(attention, channels)
         unknown = [f for f in features if f not in self.feature_names]
         if unknown:
             raise ValueError(f"unknown feature(s) {', '.join(map(repr, unknown))}; this network returns {', '.join(self.feature_names)}")
@@ -164,10 +172,11 @@ class CINUNet(ConditionedNetwork):
     @property
     def feature_names(self) -> tuple[str, ...]:
         levels = len(self.channels)
-        return tuple(f"decoder.{l}" for l in range(levels - 1)) + tuple(f"encoder.{l}" for l in range(levels))
+        return tuple(f"decoder.{l}" for l in range(levels - 1)) + tuple(f"encoder.{l}" for l in range(levels)) + (("attention",) if self.attention is not None else ())
 
     def role_modules(self) -> dict[str, list[nn.Module]]:
-        return {"shared_encoder": [self.encoder], "shared_decoder": [self.upsample, self.decoder], "head": [self.head]}
+        roles = {"shared_encoder": [self.encoder], "shared_decoder": [self.upsample, self.decoder], "head": [self.head]}
+        return roles if self.attention is None else {**roles, "attention": [self.attention]}
 
     def make_head(self) -> nn.Module:
         return copy.deepcopy(self.head)
@@ -200,6 +209,10 @@ class CINUNet(ConditionedNetwork):
         levels, x = len(self.channels), skips[-1]
         for i, (up, stage, skip) in enumerate(zip(self.upsample, self.decoder, reversed(skips[:-1]))):
             x = stage(torch.cat([up(x), skip], dim=1), expert)
+            if levels - 2 - i == self.attention_level:
+                x, attn = self.attention(x)
+                if "attention" in self.returned_features:
+                    features["attention"] = attn
             if f"decoder.{levels - 2 - i}" in self.returned_features:
                 features[f"decoder.{levels - 2 - i}"] = x
         return NetOutput(logits=self._heads(x, expert, self.head(x)), features=features)
@@ -214,3 +227,17 @@ class CINUNet(ConditionedNetwork):
         any_row = torch.zeros(b, dtype=torch.long, device=image.device)
         skips = self._encode(self._check_image(image), any_row, {})
         return torch.stack([self._decode(skips, torch.full((b,), int(r), dtype=torch.long, device=image.device), {}).logits for r in rows], dim=1)
+
+
+def _attention_block(spec: Mapping | None, channels: tuple[int, ...]) -> tuple[LocalSelfAttention | None, int | None]:
+    """The attention block asked for by the constructor's ``attention`` option, and its level."""
+    if not spec:
+        return None, None
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"level", "heads", "radius"})
+    if unknown:
+        raise ValueError(f"attention: unknown key(s) {', '.join(unknown)}; it takes level, heads, radius")
+    level = int(spec.get("level", min(2, len(channels) - 2)))
+    if not 0 <= level <= len(channels) - 2:
+        raise ValueError(f"attention level must be a decoder level 0..{len(channels) - 2}, got {level}")
+    return LocalSelfAttention(channels[level], heads=int(spec.get("heads", 4)), radius=spec.get("radius", (2, 2, 2))), level

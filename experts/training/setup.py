@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from experts.data.datasets import PatchDataset, VolumeCache
+from experts.data.mixing import MixedPatchDataset
 from experts.data.plan import Plan
 from experts.data.transforms import training_augmentation
 from experts.losses import TermContext, TrainingLoss, build_loss
@@ -24,7 +25,7 @@ from experts.training.sampling import ExpertBalancedSampler, SampleItem
 __all__ = ["TrainingSetup", "build_training", "DEFAULT_AUGMENT", "DEFAULT_LOSS_TERMS"]
 
 #: the augmentation of the embedded defaults (config ``augment``)
-DEFAULT_AUGMENT = {"flip": True, "rotate90": False, "intensity": True}
+DEFAULT_AUGMENT = {"flip": True, "rotate90": False, "intensity": True, "mix": 0.0, "occlusion": 0.0}
 #: the loss of the embedded defaults (config ``loss.terms``)
 DEFAULT_LOSS_TERMS = ({"name": "partial_dice_ce"},)
 
@@ -34,7 +35,7 @@ class TrainingSetup:
     """The loss, the patches and the balanced sampler of one run."""
 
     loss: TrainingLoss
-    dataset: PatchDataset
+    dataset: PatchDataset | MixedPatchDataset
     sampler: ExpertBalancedSampler
 
     def loader(self, start: int, steps: int, *, rank: int = 0, world_size: int = 1, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
@@ -52,7 +53,7 @@ def build_training(
     batch_size: int,
     seed: int,
     loss_terms: Sequence = DEFAULT_LOSS_TERMS,
-    augment: Mapping[str, bool] | None = None,
+    augment: Mapping[str, bool | float] | None = None,
     expert_weights: Mapping[str, float] | None = None,
     kind_weights: Mapping[str, float] | None = None,
     device: torch.device | str = "cpu",
@@ -68,7 +69,9 @@ def build_training(
         batch_size: samples per global batch.
         seed: the sampler's seed.
         loss_terms: config ``loss.terms`` entries (dataclasses or dicts).
-        augment: ``flip``, ``rotate90``, ``intensity`` (default :data:`DEFAULT_AUGMENT`).
+        augment: ``flip``, ``rotate90``, ``intensity``, and the probabilities ``mix`` (a scribbled
+            patch mixed with another of the same expert) and ``occlusion`` (default
+            :data:`DEFAULT_AUGMENT`: neither).
         expert_weights / kind_weights: sampling weights (see the sampler).
         device: where the loss's state lives.
         one_target_class: the network answers for one target class (a promptable network): the
@@ -80,4 +83,6 @@ def build_training(
     loss = build_loss(loss_terms, context, network_features=network.returned_features).to(device)
     sampler = ExpertBalancedSampler(list(items), batch_size=batch_size, seed=seed, expert_weights=dict(expert_weights or {}), kind_weights=dict(kind_weights or {}))
     dataset = PatchDataset(cache, list(items), training_augmentation(plan, flip=aug["flip"], rotate90=aug["rotate90"], intensity=aug["intensity"]))
+    if aug["mix"] or aug["occlusion"]:
+        dataset = MixedPatchDataset.from_items(dataset, mix=aug["mix"], occlusion=aug["occlusion"])
     return TrainingSetup(loss=loss, dataset=dataset, sampler=sampler)

@@ -83,7 +83,16 @@ def plots(ctx) -> list[Path]:
         plt.close(fig)
         made.append(path)
     made += [p for p in [capacity.plot(ctx, folder)] if p is not None]
+    made += _regulariser_plots(ctx, folder)
     return made + ([selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else [])
+
+
+def _regulariser_plots(ctx, folder: Path) -> list[Path]:
+    if not ctx.results.get("regularisers", {}).get("summary"):
+        return []
+    from pipelines.bench.regularisers import plot
+
+    return plot(ctx.results["regularisers"], folder)
 
 
 def _targets(tg: dict, rel: list[str], command: str) -> list[str]:
@@ -136,6 +145,7 @@ HEADINGS = {
     "speed": "## Speed and memory",
     "prompts": "## Prompt styles",
     "selection": "## Case selection",
+    "regularisers": "## Scribble regularisers",
 }
 RESULTS_FILE = "results.json"
 
@@ -314,4 +324,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"capacity": capacity.section, "selection": selection.section, "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+SECTIONS = {"capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}

@@ -65,6 +65,7 @@ class NetworkConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     cin: str = "all"  #: where norms are conditional: experts.networks.CIN_PLACEMENTS (all, encoder, decoder)
     features: list[str] = field(default_factory=lambda: ["decoder.0"])  #: internal features the network returns (for loss terms)
+    attention: dict[str, Any] = field(default_factory=dict)  #: a shared self-attention block ({level, heads, radius}); empty: none
 
 
 @dataclass
@@ -81,6 +82,8 @@ class AugmentConfig:
     flip: bool = True
     rotate90: bool = False
     intensity: bool = True  #: scale/shift/noise
+    mix: float = 0.0  #: probability that a scribbled patch is mixed with another of the same expert (CutMix box)
+    occlusion: float = 0.0  #: probability that a box of the patch's image is blanked (labels kept)
 
 
 @dataclass
@@ -400,6 +403,9 @@ def _check_values(cfg: Config, where: str) -> None:
             problems.append(f"{where}: 'sampling.kind_weights' keys are 'dense' and 'partial', got {shorten(kind)}")
     if any(w < 0 for w in list(cfg.sampling.kind_weights.values()) + list(cfg.sampling.expert_weights.values())):
         problems.append(f"{where}: sampling weights must be >= 0")
+    for name, value in (("augment.mix", cfg.augment.mix), ("augment.occlusion", cfg.augment.occlusion)):
+        if not 0 <= value <= 1:
+            problems.append(f"{where}: '{name}' is a probability in [0, 1], got {value}")
     problems += _check_loss_terms(cfg.loss, where)
     problems += _check_components(cfg, where)
     if problems:

@@ -38,7 +38,7 @@ def test_every_shipped_config_is_valid(path):
         (["sampling.kind_weights={scribble: 1}"], "keys are 'dense' and 'partial'"),
         (["train"], "expected section.key=value"),
         (["data.fold=7"], "'data.fold' must be in 0..4"),
-        (["loss.terms=[{name: crf_magic}]"], "'loss.terms[0].name' is 'crf_magic'; known loss terms: partial_dice_ce"),
+        (["loss.terms=[{name: crf_magic}]"], "'loss.terms[0].name' is 'crf_magic'; known loss terms: attentive_similarity, em_class_ratio, masked_crf, partial_dice_ce, shape_prior"),
         (["loss.terms=[{name: partial_dice_ce, params: {ce_wieght: 2}}]"], "loss term 'partial_dice_ce' (loss.terms[0].params): unknown key 'ce_wieght'"),
         (["loss.terms=[{name: partial_dice_ce, params: {batch_dice: 3}}]"], "'batch_dice' must be true or false, got 3"),
         (["loss.terms=[{name: partial_dice_ce, weight: heavy}]"], "'loss.terms[0].weight' must be a number"),

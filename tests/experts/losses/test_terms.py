@@ -21,8 +21,10 @@ def toy_batch(b=2, n=16, seed=0):
 
 
 def network_output(batch):
+    """Every feature any term reads: the last decoder level, the bottleneck and the attention of a
+    block at level 0 (terms that read no feature ignore the block)."""
     torch.manual_seed(0)
-    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=2, channels=(4, 8), features=("decoder.0", "encoder.1"))
+    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=2, channels=(4, 8), features=("decoder.0", "encoder.1", "attention"), attention={"level": 0, "heads": 2, "radius": [1, 1, 1]})
     return net(batch.image, batch.expert)
 
 
@@ -58,7 +60,7 @@ def test_every_term_state_round_trips_through_a_weights_only_file(term_name, tmp
 
 
 def test_every_term_declares_only_features_a_network_can_return(term_name):
-    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=1, channels=(4, 8))
+    net = create_network("cin_unet", in_channels=1, num_classes=K, num_experts=1, channels=(4, 8), attention={"level": 0, "heads": 2})
     assert set(LOSS_TERMS.get(term_name).features) <= set(net.feature_names)
 
 
@@ -141,3 +143,19 @@ def test_collate_stacks_samples_into_a_batch_record():
     assert batch.image.shape == (3, 1, 4, 4, 4) and batch.label.dtype == torch.long
     assert batch.expert.tolist() == [0, 1, 2] and batch.spacing.shape == (3, 3) and batch.prompts is None
     assert batch["spacing"] is batch.spacing and set(batch.keys()) == {"image", "label", "expert", "spacing", "prompts", "target"}
+
+
+def test_a_term_that_becomes_nan_stops_the_step_with_its_name():
+    from experts.losses import TermError
+
+    class Exploding(Constant):
+        name = "exploding"
+
+        def forward(self, outputs, batch):
+            return {"loss": outputs.logits.mean() * float("nan")}
+
+    out, batch = NetOutput(logits=torch.ones(2, K, 4, 4, 4, requires_grad=True)), toy_batch(n=4)
+    loss = TrainingLoss([(Constant(CONTEXT), TermSpec()), (Exploding(CONTEXT), TermSpec(start_step=1))])
+    assert torch.isfinite(loss(out, batch, step=0)["loss"])
+    with pytest.raises(TermError, match="loss term 'exploding' became nan at step 2; the run stopped and its last good checkpoint is kept"):
+        loss(out, batch, step=1)
