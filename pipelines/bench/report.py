@@ -82,8 +82,12 @@ def plots(ctx) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         made.append(path)
-    made += [p for p in [capacity.plot(ctx, folder)] if p is not None]
-    made += _regulariser_plots(ctx, folder)
+    return made + _suite_plots(ctx, folder)
+
+
+def _suite_plots(ctx, folder: Path) -> list[Path]:
+    """The figures the extra suites draw themselves."""
+    made = [p for p in [capacity.plot(ctx, folder)] if p is not None] + _regulariser_plots(ctx, folder)
     return made + ([selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else [])
 
 

@@ -24,6 +24,7 @@ def tiny_mode(monkeypatch):
     monkeypatch.setattr(regularisers, "TERMS", grids)
 
 
+@pytest.mark.slow  # about 3 minutes of toy pretrainings
 def test_every_arm_is_scored_on_test_cases_with_weights_chosen_on_validation(tiny_mode, tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("regularisers",), write=str(md), command="expertseg bench --tiny --suite regularisers")
