@@ -38,7 +38,7 @@ _FALLBACK = {s: {"name": f"expertseg-{s}", "description": "", "tags": {"project"
 #: retries (``Tracker.retries``) decide. Set by :func:`mlflow_client` unless the environment sets them.
 HTTP_TIMEOUT_S = 10
 #: seconds the start-of-command probe waits for the server to answer, once.
-PROBE_TIMEOUT_S = 3
+PROBE_TIMEOUT_S = 10  # a busy server on a loaded 2-core machine can take several seconds to answer its first request
 #: after a tracker call fails, frequent calls (metrics, params, tags) go to the local log only for
 #: this long before MLflow is tried again, so training never waits on a dead server.
 OUTAGE_COOLDOWN_S = 30
