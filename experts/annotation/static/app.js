@@ -263,8 +263,9 @@ $("save").onclick = async () => {
     const out = await api("POST", "/api/save", { case: S.case, mode: $("mode").value });
     S.dirty = false;
     say(`saved ${out.saved} (${out.mode}); log in ${out.log}`);
-    document.body.dataset.saved = out.saved;
+    await refreshMask();  // a dense save fills in every structure: show what was written
     await refreshCases(); await refreshStatus();
+    document.body.dataset.saved = out.saved;
   } catch (e) { say(e.message, true); }
 };
 $("adapt").onclick = async () => {
