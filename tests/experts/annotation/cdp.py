@@ -59,13 +59,16 @@ class Browser:
         return out["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0):
-        t0 = time.time()
+        t0, last = time.time(), None
         while time.time() - t0 < timeout:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as err:  # the document is still loading
+                value, last = None, err
             if value:
                 return value
             time.sleep(0.1)
-        raise TimeoutError(f"the page never satisfied {expression} within {timeout} s")
+        raise TimeoutError(f"the page never satisfied {expression} within {timeout} s" + (f" (last error: {last})" if last else ""))
 
     def click(self, x: float, y: float) -> None:
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):

@@ -151,7 +151,10 @@ def test_an_experts_label_from_elsewhere_is_never_replaced(toy_model, small_data
     assert (small_dataset / "labelsTr" / "large" / "case00.nii.gz").read_bytes() == before
 
 
-def test_learn_my_style_adds_the_doctors_row_and_the_page_switches_to_it(service):
+def test_learn_my_style_adds_the_doctors_row_and_the_page_switches_to_it(service, tmp_path):
+    from experts.bundle import load_bundle
+
+    service.out = tmp_path / "learned"
     assert call(service, "POST", "/api/adapt")[0] == 400  # nothing saved yet
     call(service, "POST", "/api/load", {"case": "case00", "start": "small"})
     call(service, "POST", "/api/save", {"case": "case00"})
@@ -162,5 +165,6 @@ def test_learn_my_style_adds_the_doctors_row_and_the_page_switches_to_it(service
     st = call(service, "GET", "/api/status")[1]
     assert st["has_own_row"] and "drme" in st["experts"] and st["version"] == 1
     assert call(service, "POST", "/api/load", {"case": "case01"})[1]["start"] == "drme"
+    assert load_bundle(tmp_path / "learned" / "model").experts == ["small", "medium", "drme"]  # the learned model, saved
     call(service, "POST", "/api/adapt")  # a second round updates the existing row
     assert service.wait(120)["info"]["how"] == "update"
