@@ -305,6 +305,29 @@ def refine(model, images, expert, prompts, target, out, device):
     run(model=model, images=list(images), expert=expert, prompts=prompts, out=out, target=target, device=device)
 
 
+@cli.command()
+@click.option("--model", required=True, help="Interactive model: a run folder of pretrain --interactive, its model/ folder, or models:/<name>@interactive.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="The dataset whose cases to annotate; the labels go to labelsTr/<expert>/.")
+@click.option("--expert", required=True, help="The annotating doctor's expert id (a new id is added to dataset.json with role new).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep 127.0.0.1 unless you know why).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Save each model that 'learn my style' produces as <out>/model (default: kept in memory only).")
+@click.option("--learn-steps", default=60, show_default=True, type=click.IntRange(1, 100000), help="Adaptation steps of 'learn my style'.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@user_errors
+def annotate(model, data, expert, host, port, out, learn_steps, device):
+    """Serve the annotation page: correct predictions, save them as your labels, learn your style.
+
+    \b
+    Example:
+      expertseg annotate --model runs/inter --data demo_data --expert drme
+      # open the printed http://127.0.0.1:8765/?token=... address in a browser
+    """
+    from pipelines.annotate import annotate as run
+
+    run(model=model, data=data, expert=expert, host=host, port=port, out=out, learn_steps=learn_steps, device=device)
+
+
 @cli.command("evaluate-interactive")
 @click.option("--model", required=True, help="Interactive model: run folder, model/ folder, or models:/<name>@interactive.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset with the experts' held-out (imagesTs/labelsTs) labels.")

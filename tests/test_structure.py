@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 #: the command modules (``pipelines/cli.py`` wires them to the command line and may import them all)
-VERBS = {"pretrain", "suggest", "adapt", "predict", "evaluate", "compare", "tune", "data", "bench", "refine", "evaluate_interactive"}
+VERBS = {"pretrain", "suggest", "adapt", "predict", "evaluate", "compare", "tune", "data", "bench", "refine", "evaluate_interactive", "annotate"}
 MAX_LINES = 60
 
 

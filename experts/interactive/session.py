@@ -102,6 +102,34 @@ class InteractiveSession:
             raise ConfigError(f"box: corners {shorten(list(lower))} and {shorten(list(upper))} have zero size on {(extent <= 0).sum()} axes; a box needs an extent on at least two axes")
         return self._interact(Prompt("box", [corners.min(0), corners.max(0)], positive=bool(positive)))
 
+    def erase(self, points: Sequence[Sequence[float]], *, radius_mm: float = 3.0, coordinates: str = "voxel") -> dict:
+        """Remove the mask within ``radius_mm`` of the polyline ``points`` (an eraser brush), no
+        network call. It is kept as a negative scribble, so later answers know the region is not
+        the object, and undone like any interaction."""
+        t0 = time.perf_counter()
+        if not (isinstance(radius_mm, (int, float)) and 0 < float(radius_mm) <= 100):
+            raise ConfigError(f"erase: radius_mm must be a number in (0, 100] mm, got {shorten(radius_mm)}")
+        prompt = Prompt("scribble", self._voxels(points, coordinates, "erase"), positive=False)
+        spacing = np.linalg.norm(self.model_affine[:3, :3], axis=0)
+        reach = np.ceil(float(radius_mm) / spacing).astype(int)
+        lo, hi = prompt.bounds()
+        region = tuple(slice(max(int(a) - r, 0), min(int(b) + r + 1, n)) for a, b, r, n in zip(lo, hi, reach, self.prob.shape))
+        grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in region], indexing="ij"), -1) * spacing
+        pts = prompt.points * spacing
+        near = np.zeros(grid.shape[:3], bool)
+        for a, b in zip(pts, pts[1:] if len(pts) > 1 else pts):
+            ab = b - a
+            t = np.clip(((grid - a) @ ab) / max(float(ab @ ab), 1e-9), 0, 1)
+            near |= np.linalg.norm(grid - (a + t[..., None] * ab), axis=-1) <= float(radius_mm)
+        before = self.prob[region].copy()
+        after = np.where(near, 0.0, before).astype(np.float32)
+        self.prompts.append(prompt)
+        self.prob[region] = after
+        self.undo_stack.append((region, before, after, prompt))
+        self.redo_stack.clear()
+        seconds = time.perf_counter() - t0
+        return {"step": len(self.prompts), "seconds": round(seconds, 4), "crop": [[s.start for s in region], [s.stop - 1 for s in region]], "voxels": int((self.prob > 0.5).sum())}
+
     def add(self, prompt: Prompt) -> dict:
         """A prompt already on the model's grid (simulations, the evaluation protocol)."""
         return self._interact(prompt)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.bench import capacity, selection
+from pipelines.bench import annotation, capacity, selection
 from pipelines.bench.efficiency import summarise
 
 __all__ = ["plots", "markdown"]
@@ -150,6 +150,7 @@ HEADINGS = {
     "prompts": "## Prompt styles",
     "selection": "## Case selection",
     "regularisers": "## Scribble regularisers",
+    "annotation": "## Learning from corrections",
 }
 RESULTS_FILE = "results.json"
 
@@ -328,4 +329,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+SECTIONS = {"annotation": annotation.section, "capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}

@@ -128,3 +128,19 @@ def test_an_unknown_expert_or_class_is_refused():
         InteractiveSession(toy_bundle(), blob_image(), "zz")
     with pytest.raises(ConfigError, match="not a foreground class"):
         InteractiveSession(toy_bundle(), blob_image(), "a", target="liver")
+
+
+def test_the_eraser_clears_the_mask_within_its_radius_in_mm_and_undo_brings_it_back():
+    bundle = toy_bundle(spacing=(2.0, 2.0, 2.0))
+    with torch.no_grad():
+        set_head(bundle.network.automatic, blob=10.0)  # the automatic answer: the object everywhere
+    session = InteractiveSession(bundle, blob_image(), "a", affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    start = session.prob.copy()
+    out = session.erase([[12, 12, 12], [12, 16, 12]], radius_mm=4.0)  # 4 mm = 2 voxels of 2 mm
+    erased = session.prob <= 0.5
+    assert erased[12, 12:17, 12].all() and erased[10, 12, 12] and not erased[9, 12, 12] and not erased[12, 19, 12]
+    assert out["step"] == 1 and session.prompts[-1].kind == "scribble" and not session.prompts[-1].positive
+    session.undo()
+    assert np.array_equal(session.prob, start)
+    with pytest.raises(ConfigError, match="radius_mm"):
+        session.erase([[1, 1, 1]], radius_mm=0)
