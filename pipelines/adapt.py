@@ -212,7 +212,8 @@ def _metrics(summary: dict) -> dict:
     cv = summary.get("cv") or {}
     if cv:
         metrics["cv/initial"] = cv["initial"]
-        metrics.update({f"cv/{rung}": v for rung, v in {**cv["pruned_after_first_fold"], **cv["best_by_rung"]}.items()})
+        metrics.update({f"cv/{rung.replace('+', '_')}": v for rung, v in {**cv["pruned_after_first_fold"], **cv["best_by_rung"]}.items()})  # MLflow names take no '+'
+
     return metrics
 
 

@@ -212,3 +212,15 @@ def test_adapting_from_scribbles_of_another_style_or_habit(pretrained, tmp_path)
         assert summary["label_kind"] == "scribbles" and style.split(":")[0] in config
     bad = CliRunner().invoke(cli, [*base, "--scribble-style", "squiggles", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown scribble style 'squiggles'" in bad.output
+
+
+def test_auto_s_choice_reaches_mlflow_as_params_and_metrics(pretrained, tmp_path, mlflow_uri):
+    from mlflow import MlflowClient
+
+    data, pre = pretrained
+    summary = adapt(model=str(pre), data=str(data), expert="newdoc", out=str(tmp_path / "a"), shots=2, overrides=ADAPT, tracking="mlflow", progress=False)
+    log = (tmp_path / "a" / "tracking.jsonl").read_text()
+    assert "tracker_error" not in log  # every metric name is one MLflow takes ('+' of rung names included)
+    run = MlflowClient(mlflow_uri).get_run(summary["mlflow_run_id"])
+    assert run.data.params["adapt.chosen_rung"] == summary["rung"] and "cv/initial" in run.data.metrics
+    assert {"cv/rows", "cv/rows_lowrank", "cv/decoder"} <= set(run.data.metrics)
