@@ -3,18 +3,12 @@
 import pytest
 
 from pipelines.bench import regularisers, runner
+from toybench import tiny_mode_settings
 
-TINY = {
-    "n_train": 8,
-    "n_test": 2,
-    "spacing": 8.0,
-    "config": None,
-    "seeds": 1,
-    "ks": [3],
-    "overrides": ("network.channels=[4,8,8]", "data.patch_size=[16,16,16]", "data.n_folds=4", "train.steps=4", "train.val_every=1000", "train.checkpoint_every=1000", "predict.sw_batch_size=1"),
-    "scratch_steps": 2,
-    "regulariser_search": True,
-}
+TINY = tiny_mode_settings(
+    overrides=("network.channels=[4,8,8]", "data.patch_size=[16,16,16]", "data.n_folds=4", "train.steps=4", "train.val_every=1000", "train.checkpoint_every=1000", "predict.sw_batch_size=1"),
+    regulariser_search=True,
+)
 
 
 @pytest.fixture

@@ -4,28 +4,9 @@ Markdown section with its verdict and the plot (the numbers mean nothing at this
 import pytest
 
 from pipelines.bench import runner
+from toybench import tiny_mode_settings
 
-TINY = {
-    "n_train": 8,
-    "n_test": 2,
-    "spacing": 8.0,
-    "config": None,
-    "seeds": 1,
-    "ks": [1],
-    "overrides": (
-        "network.channels=[4,8]",
-        "data.patch_size=[16,16,16]",
-        "data.n_folds=4",
-        "train.steps=4",
-        "train.val_every=1000",
-        "train.checkpoint_every=1000",
-        "adapt.steps=2",
-        "adapt.eval_every=1",
-        "adapt.batch_size=1",
-        "predict.sw_batch_size=1",
-    ),
-    "scratch_steps": 2,
-}
+TINY = tiny_mode_settings(ks=[1])
 OPTIONS = {"selection.seeds": "2", "selection.train_seeds": "1", "selection.ks": "1,2", "selection.held_out_pretraining": "1"}
 
 
