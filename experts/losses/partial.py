@@ -110,37 +110,46 @@ class _FusedDiceCE(torch.autograd.Function):
 
     The same values as :func:`partial_cross_entropy` and :func:`partial_soft_dice` (the composed,
     autograd versions; a test checks that both agree, gradients included), in fewer passes over the
-    ``[B, K, D, H, W]`` tensor: one log-softmax, no one-hot, the mask applied once, and the gradient
-    ``p * (g - sum_k p_k g_k) + ce_weight / n * m * (p - onehot)`` computed directly, where ``g`` is
-    the Dice term's gradient with respect to the probabilities.
+    ``[B, K, D, H, W]`` tensor: one log-softmax turned into probabilities in place, the target's
+    log-probability gathered (no one-hot), the per-class sums by label from one ``bincount`` (a
+    scatter into K bins is serial and several times slower on CPUs), the mask applied once. With
+    ``g_c = dL/dp_c = m * (dP_c + [c = t] dI_c)`` (Dice) the gradient with respect to the logits is
+    ``m * (p_c * (dP_c + s - A) + [c = t] (p_t dI_t - s))``, ``A = sum_j p_j dP_j + p_t dI_t`` and
+    ``s`` the cross-entropy's scale: two passes over the volume, one per-voxel reduction.
     """
 
     @staticmethod
     def forward(ctx, logits, target, ignore_label, ce_weight, dice_weight, batch_dice, smooth):
         b, k = logits.shape[:2]
         x = logits.detach().reshape(b, k, -1)
-        t = _squeeze_channel(target, logits.ndim).reshape(b, -1).long()
-        log_p = x.log_softmax(dim=1)
-        p = log_p.exp_()
+        t = _squeeze_channel(target, logits.ndim).reshape(b, -1)
+        p = x.log_softmax(dim=1)
         if ignore_label is None:
-            bins, w = t, torch.ones_like(t, dtype=p.dtype)
+            label, w = t.long(), None
         else:
             annotated = t != ignore_label
-            bins, w = torch.where(annotated, t, torch.full_like(t, k)), annotated.to(p.dtype)
-        safe = bins.clamp_max(k - 1).unsqueeze(1)
-        pt = p.gather(1, safe).squeeze(1)
-        count = w.sum()
-        ce = -(pt.clamp_min(torch.finfo(p.dtype).tiny).log() * w).sum() / count.clamp_min(1)
-        zeros = torch.zeros(b, k + 1, dtype=p.dtype, device=p.device)
-        inter = zeros.scatter_add(1, bins, pt * w)[:, 1:k]
-        ref = zeros.scatter_add(1, bins, w)[:, 1:k]
-        pred = torch.bmm(p, w.unsqueeze(-1)).squeeze(-1)[:, 1:]
+            label, w = torch.where(annotated, t, 0).long(), annotated.to(p.dtype)
+        safe = label.unsqueeze(1)
+        log_pt = p.gather(1, safe).squeeze(1)
+        p = p.exp_()
+        pt = log_pt.exp()
+        if w is None:
+            count = torch.tensor(float(t.numel()), dtype=p.dtype, device=p.device)
+            nll, pred, pt_w = -log_pt.sum(), p.sum(-1), pt
+        else:
+            count = w.sum()
+            nll, pred, pt_w = -(log_pt * w).sum(), torch.bmm(p, w.unsqueeze(-1)).squeeze(-1), pt * w
+        bins = (label + torch.arange(b, device=p.device).unsqueeze(1) * k).reshape(-1)  # sample * K + label
+        inter = torch.bincount(bins, weights=pt_w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
+        ref = torch.bincount(bins, weights=None if w is None else w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
+        pred = pred[:, 1:]
+        ce = nll / count.clamp_min(1)
         if batch_dice:
             inter, pred, ref = inter.sum(0, keepdim=True), pred.sum(0, keepdim=True), ref.sum(0, keepdim=True)
         denom = (ref + pred + smooth).clamp_min(1e-8)
         num = 2 * inter + smooth
         dice = -(num / denom).mean()
-        ctx.save_for_backward(p, safe, w)
+        ctx.save_for_backward(p, pt, safe, *(() if w is None else (w,)))
         ctx.dice_grads = (-dice_weight * 2 / denom / num.numel(), dice_weight * num / denom**2 / num.numel())  # dL/dI, dL/dP
         ctx.ce_scale = ce_weight / count.clamp_min(1)
         ctx.shape = logits.shape
@@ -150,17 +159,20 @@ class _FusedDiceCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
-        p, safe, w = ctx.saved_tensors
-        b, k = p.shape[:2]
-        d_inter, d_pred = (g.expand(b, -1) for g in ctx.dice_grads)
+        p, pt, safe, *w = ctx.saved_tensors
+        b = p.shape[0]
         zero = torch.zeros(b, 1, dtype=p.dtype, device=p.device)
-        d_inter, d_pred = torch.cat([zero, d_inter], 1), torch.cat([zero, d_pred], 1)  # no Dice term for the background
-        g = d_pred.unsqueeze(-1) * w.unsqueeze(1)
-        g.scatter_add_(1, safe, (d_inter.gather(1, safe.squeeze(1)) * w).unsqueeze(1))
-        g.sub_((p * g).sum(1, keepdim=True)).mul_(p)
-        scale = ctx.ce_scale * w.unsqueeze(1)
-        g.add_(p * scale).scatter_add_(1, safe, -scale)
-        return (g * grad_loss).reshape(ctx.shape), None, None, None, None, None, None
+        d_inter, d_pred = (torch.cat([zero, g.expand(b, -1)], 1) * grad_loss for g in ctx.dice_grads)  # no Dice term for the background
+        s = ctx.ce_scale * grad_loss
+        d_inter_t = d_inter.gather(1, safe.squeeze(1))  # [B, N]
+        a = torch.bmm(d_pred.unsqueeze(1), p).squeeze(1) + pt * d_inter_t
+        g = p * ((d_pred + s).unsqueeze(-1) - a.unsqueeze(1))
+        at_label = pt * d_inter_t - s
+        if w:
+            g.mul_(w[0].unsqueeze(1))
+            at_label = at_label * w[0]
+        g.scatter_add_(1, safe, at_label.unsqueeze(1))
+        return g.reshape(ctx.shape), None, None, None, None, None, None
 
 
 class _Statistics(NamedTuple):

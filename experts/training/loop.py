@@ -95,10 +95,13 @@ def fit(
     model.train()
     bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     plain = PlainProgress(desc, start=start_step, total=steps, every=plain_every) if not progress and plain_every > 0 else None
+    waited = elapsed = 0.0  # seconds spent waiting for batches / in whole steps, since the last log
+    last = time.perf_counter()
     try:
         for batch in batches:
             if step >= steps:
                 break
+            waited += time.perf_counter() - last
             batch = batch.to(device, non_blocking=True)
             if use_amp:
                 autocast = torch.autocast("cuda", dtype=torch.float16)
@@ -129,6 +132,7 @@ def fit(
                 sched.step()
             step += 1
             count += 1
+            elapsed += time.perf_counter() - last
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
             bar.update(1)
@@ -137,15 +141,17 @@ def fit(
             if cb.on_log and (step % cb.log_every == 0 or step == steps):
                 means = {k: v / count for k, v in sums.items()}
                 means["lr"] = optimizers[0].param_groups[0]["lr"]
+                means["data_wait_fraction"] = waited / max(elapsed, 1e-9)  # > 0.1: the loader stalls the step
                 bar.set_postfix(loss=f"{means['loss']:.4f}")
                 cb.on_log(step, means)
-                sums, count = {}, 0
+                sums, count, waited, elapsed = {}, 0, 0.0, 0.0
             if cb.on_validate and cb.val_every and step % cb.val_every == 0 and step != steps:
                 cb.on_validate(step)
                 model.train()
             if cb.on_checkpoint and cb.checkpoint_every and step % cb.checkpoint_every == 0 and step != steps:
                 _check_finite(params, step)
                 cb.on_checkpoint(step)
+            last = time.perf_counter()  # validation and checkpoints are not the loader's wait
     finally:
         bar.close()
     if step == steps:

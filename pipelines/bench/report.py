@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.bench import annotation, capacity, selection
+from pipelines.bench import annotation, capacity, selection, speed
 from pipelines.bench.efficiency import summarise
 
 __all__ = ["plots", "markdown"]
@@ -285,21 +285,6 @@ def _scribbles(sc: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", f"Mean ratio {_f(sc['mean_ratio'])} (published for partial losses in nnU-Net: roughly 0.92-0.96).", ""]
 
 
-def _speed(sp: dict, rel: list[str], command: str) -> list[str]:
-    st = sp["settings"]
-    return ["## Speed and memory", "", f"Command: `{sp.get('command', command)}`. Measured in one process as ratios: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
-            "| measurement | value |", "|---|---|",
-            *([f"| CIN U-Net train step / MONAI DynUNet train step (same widths, kernels, strides; shared instance norm: the CIN overhead) | {sp['train_step_seconds']['ratio_dynunet']:.2f} ({sp['train_step_seconds']['cin_unet']:.3f} s vs {sp['train_step_seconds']['dynunet']:.3f} s) |"] if "dynunet" in sp["train_step_seconds"] else []),
-            f"| CIN U-Net train step / MONAI UNet train step (same widths, instance norm; a lighter network) | {sp['train_step_seconds']['ratio']:.2f} ({sp['train_step_seconds']['cin_unet']:.3f} s vs {sp['train_step_seconds']['monai_unet']:.3f} s) |",
-            f"| GFLOP per train step: CIN U-Net / MONAI UNet | {sp['train_step_gflop']['cin_unet']:.1f} / {sp['train_step_gflop']['monai_unet']:.1f} |",
-            f"| achieved GFLOP/s of a CIN train step / measured fp32 matmul peak | {sp['achieved_gflops']['cin_unet']:.1f} / {sp['achieved_gflops']['matmul_peak']:.1f} ({sp['achieved_gflops']['cin_fraction_of_peak']:.0%}) |",
-            f"| achieved GFLOP/s of a MONAI UNet train step (fewer, smaller convolutions) | {sp['achieved_gflops']['monai_unet']:.1f} |",
-            *([f"| GFLOP per train step / achieved GFLOP/s of a MONAI DynUNet step | {sp['train_step_gflop']['dynunet']:.1f} / {sp['achieved_gflops']['dynunet']:.1f} |"] if "dynunet" in sp["achieved_gflops"] else []),
-            f"| partial Dice+CE / MONAI DiceCELoss (forward + backward) | {sp['loss_seconds']['ratio']:.2f} |",
-            f"| one pass per expert / all experts batched (prediction; above 1: batching wins) | {sp['prediction_seconds']['speedup']:.2f}x |",
-            f"| peak memory growth: train step / prediction of all experts | {sp['peak_memory_mb']['train_step']:.0f} MB / {sp['peak_memory_mb']['prediction_all_experts']:.0f} MB |", ""]
-
-
 def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     from pipelines.bench.efficiency import summarise
 
@@ -329,4 +314,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"annotation": annotation.section, "capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": _speed}
+SECTIONS = {"annotation": annotation.section, "capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": speed.section}

@@ -13,13 +13,14 @@ import click
 
 __all__ = ["BenchContext", "run_bench", "SUITES", "MODES"]
 
-#: mode -> demo data size, config and how many adaptation seeds
+#: mode -> demo data size, config, how many adaptation seeds (and the speed suite's sizes, speed.SIZES)
 MODES = {
     "quick": {"n_train": 10, "n_test": 3, "spacing": 5.0, "config": None, "seeds": 1, "ks": [1, 3], "overrides": (
         "network.channels=[8,16,32]", "data.patch_size=[16,16,16]", "data.n_folds=5", "train.steps=120", "train.val_every=1000",
         "train.checkpoint_every=1000", "adapt.steps=40", "adapt.eval_every=10", "predict.sw_batch_size=2",
     ), "scratch_steps": 60},
-    "full": {"n_train": 24, "n_test": 6, "spacing": 3.0, "config": "bench.yaml", "seeds": 3, "ks": [1, 3, 5, "all"], "overrides": (), "scratch_steps": None},
+    "full": {"n_train": 24, "n_test": 6, "spacing": 3.0, "config": "bench.yaml", "seeds": 3, "ks": [1, 3, 5, "all"], "overrides": (), "scratch_steps": None,
+             "speed": {"experts": 6, "loss_shape": [2, 3, 64, 64, 64], "volume": [160, 192, 160], "loader_steps": 60}},
 }
 SUITES = ("modelling", "efficiency", "scribbles", "speed")
 #: suites run only when named (--suite): they take longer than the full mode's hour

@@ -1,10 +1,15 @@
 """Speed and memory, as ratios measured within one run (absolute times drift on shared machines).
 
-- a CIN U-Net training step against a MONAI UNet of the same widths with plain instance norm;
-- the partial Dice+CE loss against MONAI's DiceCELoss;
-- all experts predicted in one batched pass against one pass per expert;
-- peak memory (growth of the peak resident set, /proc's VmHWM) of a training step and of a prediction, in fresh processes;
-- achieved GFLOP/s of a training step against this machine's measured fp32 matmul peak.
+- a CIN U-Net training step against MONAI's DynUNet of the same widths, kernels and strides with a
+  shared instance norm (the CIN overhead) and MONAI's lighter UNet, with FLOPs and achieved GFLOP/s
+  against this machine's measured fp32 matmul peak; the step in channels-last layout and under
+  bfloat16 autocast (``train.cpu_bf16``) beside the fp32 one;
+- the share of a real pretraining step spent waiting for the data loader;
+- the partial Dice+CE loss against MONAI's DiceCELoss, at ``[2, 3, 64, 64, 64]`` and at the patch;
+- every expert predicted in one batched pass against one pass per expert, for ``cin: all`` and for
+  ``cin: decoder`` (whose encoder runs once for all experts);
+- peak memory (growth of the peak resident set, /proc's VmHWM) of a training step and of predicting
+  every expert on a 1 mm brain-sized volume, each in a fresh process.
 """
 
 from __future__ import annotations
@@ -14,8 +19,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-__all__ = ["run", "timeit", "matmul_peak_gflops"]
+__all__ = ["run", "timeit", "matmul_peak_gflops", "section", "SIZES"]
+
+#: the sizes of a mode without its own ``speed`` entry (``runner.MODES``): experts predicted, the
+#: loss's tensor (None: the batch of patches), the prediction-memory volume (None: 1.75 patches),
+#: steps of the loader measurement
+SIZES = {"experts": 3, "loss_shape": None, "volume": None, "loader_steps": 6}
 
 
 def timeit(fn, *, repeats: int = 5, warmup: int = 2) -> float:
@@ -54,6 +65,8 @@ net = create_network("cin_unet", in_channels=1, num_classes=cfg["k"], num_expert
 opt = torch.optim.AdamW(net.parameters())
 x = torch.randn(cfg["batch"], 1, *cfg["patch"]); y = torch.randint(0, cfg["k"], (cfg["batch"], 1, *cfg["patch"]))
 vol = torch.randn(1, *cfg["volume"])
+if cfg.get("cin", "all") != "all":
+    net = create_network("cin_unet", in_channels=1, num_classes=cfg["k"], num_experts=cfg["e"], channels=cfg["channels"], cin=cfg["cin"])
 try:
     open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here
 except OSError:
@@ -80,52 +93,49 @@ def run(ctx) -> dict:
     from pipelines.runtime.config import load_config
 
     cfg = load_config(ctx.config, ctx.overrides)
+    sizes = {**SIZES, **ctx.settings.get("speed", {})}
     channels = list(cfg.network.channels)
     patch = list(cfg.data.patch_size or [32, 32, 32])
-    batch, k, e = cfg.train.batch_size, 3, 5
+    batch, k, e = cfg.train.batch_size, 3, sizes["experts"]
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     x = torch.randn(batch, 1, *patch)
     y = torch.randint(0, k, (batch, 1, *patch))
-    cin, steps = _train_steps(x, y, channels=channels, k=k, e=e)
-    volume = [int(s * 1.75) for s in patch]
+    steps = _train_steps(x, y, channels=channels, k=k, e=e)
+    window = [int(s * 1.75) for s in patch]
+    volume = sizes["volume"] or window
+    loss_shape = sizes["loss_shape"] or [batch, k, *patch]
     probe = {"threads": threads, "k": k, "e": e, "channels": channels, "batch": batch, "patch": patch, "volume": volume, "sw": cfg.predict.sw_batch_size}
     return {
-        "settings": {"channels": channels, "patch": patch, "batch": batch, "experts": e, "classes": k, "threads": threads, "volume": volume},
+        "settings": {"channels": channels, "patch": patch, "batch": batch, "experts": e, "classes": k, "threads": threads, "volume": volume, "prediction_volume": window, "loss_shape": loss_shape, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         **steps,
-        "loss_seconds": _loss_times(y, k=k),
-        "prediction_seconds": _prediction_times(cin, volume, patch=patch, e=e, sw=cfg.predict.sw_batch_size),
-        "peak_memory_mb": {"train_step": _peak("train", probe), "prediction_all_experts": _peak("predict", probe)},
+        "data_wait_fraction": _data_wait(ctx, sizes["loader_steps"]),
+        "loss_seconds": _loss_times(loss_shape),
+        "loss_seconds_patch": _loss_times([batch, k, *patch]),
+        "prediction_seconds": {cin: _prediction_times(channels, window, patch=patch, k=k, e=e, sw=cfg.predict.sw_batch_size, cin=cin) for cin in ("all", "decoder")},
+        "peak_memory_mb": {"train_step": _peak("train", probe), "prediction_all_experts": _peak("predict", probe), "prediction_all_experts_cin_decoder": _peak("predict", {**probe, "cin": "decoder"})},
     }
 
 
-def _train_steps(x, y, *, channels, k: int, e: int):
-    """Train-step time, FLOPs and achieved GFLOP/s of the CIN U-Net and MONAI's UNet."""
+def _train_steps(x, y, *, channels, k: int, e: int) -> dict:
+    """Train-step time, FLOPs and achieved GFLOP/s of the CIN U-Net (fp32, channels-last, bf16
+    autocast) and of MONAI's DynUNet and UNet."""
     import torch
-    from monai.networks.nets import DynUNet, UNet
     from torch.utils.flop_counter import FlopCounterMode
 
     from experts.losses import PartialDiceCELoss
-    from experts.networks import create_network
 
-    experts = torch.arange(x.shape[0]) % e
-    levels = len(channels)
-    cin = create_network("cin_unet", in_channels=1, num_classes=k, num_experts=e, channels=channels)
-    # the same widths, kernels, strides, up-sampling and activation, with one shared instance norm:
-    # the CIN overhead alone
-    monai = UNet(spatial_dims=3, in_channels=1, out_channels=k, channels=channels, strides=[2] * (levels - 1), norm="instance")
     loss = PartialDiceCELoss(ignore_label=k)
-    calls = {"cin_unet": (cin, lambda n: n(x, experts).logits), "monai_unet": (monai, lambda n: n(x))}
-    if levels >= 3:  # MONAI's DynUNet needs at least 3 levels
-        dyn = DynUNet(spatial_dims=3, in_channels=1, out_channels=k, kernel_size=[3] * levels, strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1), filters=channels, norm_name=("instance", {"affine": True}), trans_bias=True)
-        calls["dynunet"] = (dyn, lambda n: n(x))
+    calls = _networks(x, channels=channels, k=k, e=e)
 
-    def step(net, call):
+    def step(net, call, autocast=None):
         opt = torch.optim.AdamW(net.parameters())
 
         def go():
             opt.zero_grad()
-            loss(call(net), y)["loss"].backward()
+            with autocast or torch.autocast("cpu", enabled=False):
+                out = call(net)
+            loss(out.float(), y)["loss"].backward()
             opt.step()
 
         return go
@@ -138,39 +148,109 @@ def _train_steps(x, y, *, channels, k: int, e: int):
 
     t = {name: timeit(step(*nc)) for name, nc in calls.items()}
     f = {name: flops(*nc) for name, nc in calls.items()}
+    cin, call = calls["cin_unet"]
+    last = x.contiguous(memory_format=torch.channels_last_3d)
+    cin_last = cin.to(memory_format=torch.channels_last_3d)
+    t["cin_unet_channels_last"] = timeit(step(cin_last, lambda n: n(last, torch.arange(x.shape[0]) % e).logits))
+    cin.to(memory_format=torch.contiguous_format)
+    t["cin_unet_bf16"] = timeit(step(cin, call, torch.autocast("cpu", dtype=torch.bfloat16)))
     peak = matmul_peak_gflops()
     g = {name: f[name] / t[name] / 1e9 for name in calls}
-    return cin, {
-        "train_step_seconds": {**t, "ratio": t["cin_unet"] / t["monai_unet"], **({"ratio_dynunet": t["cin_unet"] / t["dynunet"]} if "dynunet" in t else {})},
+    return {
+        "train_step_seconds": {**t, "ratio": t["cin_unet"] / t["monai_unet"], **({"ratio_dynunet": t["cin_unet"] / t["dynunet"]} if "dynunet" in t else {}), "channels_last_speedup": t["cin_unet"] / t["cin_unet_channels_last"], "bf16_speedup": t["cin_unet"] / t["cin_unet_bf16"]},
         "train_step_gflop": {name: v / 1e9 for name, v in f.items()},
         "achieved_gflops": {**g, "matmul_peak": peak, "cin_fraction_of_peak": g["cin_unet"] / peak},
     }
 
 
-def _loss_times(y, *, k: int) -> dict:
+def _networks(x, *, channels, k: int, e: int) -> dict:
+    """``name -> (network, call)``: the CIN U-Net and MONAI's UNet, and DynUNet at 3+ levels."""
+    import torch
+    from monai.networks.nets import DynUNet, UNet
+
+    from experts.networks import create_network
+
+    experts = torch.arange(x.shape[0]) % e
+    levels = len(channels)
+    cin = create_network("cin_unet", in_channels=1, num_classes=k, num_experts=e, channels=channels)
+    monai = UNet(spatial_dims=3, in_channels=1, out_channels=k, channels=channels, strides=[2] * (levels - 1), norm="instance")
+    calls = {"cin_unet": (cin, lambda n: n(x, experts).logits), "monai_unet": (monai, lambda n: n(x))}
+    if levels >= 3:  # MONAI's DynUNet needs at least 3 levels
+        # the same widths, kernels, strides, up-sampling and activation, with one shared instance norm
+        dyn = DynUNet(spatial_dims=3, in_channels=1, out_channels=k, kernel_size=[3] * levels, strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1), filters=channels, norm_name=("instance", {"affine": True}), trans_bias=True)
+        calls["dynunet"] = (dyn, lambda n: n(x))
+    return calls
+
+
+def _data_wait(ctx, steps: int) -> float | None:
+    """The share of a real pretraining's step time spent waiting for the loader (augmentation
+    included), from its logged ``train/data_wait_fraction``; None without demo data."""
+    if ctx.data is None or steps <= 0:
+        return None
+    run = ctx.pretrain("speed-loader", overrides=(f"train.steps={steps}", f"train.log_every={steps}", f"train.val_every={steps}", f"train.checkpoint_every={steps}"))
+    values = []
+    with open(Path(run["out"]) / "tracking.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            event = json.loads(line)
+            if event.get("event") == "metrics" and "train/data_wait_fraction" in event.get("metrics", {}):
+                values.append(event["metrics"]["train/data_wait_fraction"])
+    return values[-1] if values else None
+
+
+def _loss_times(shape) -> dict:
     """Partial Dice+CE against MONAI's DiceCELoss, forward + backward, half the voxels unannotated."""
     import torch
     from monai.losses import DiceCELoss
 
     from experts.losses import PartialDiceCELoss
 
-    logits = torch.randn(y.shape[0], k, *y.shape[2:], requires_grad=True)
+    b, k, *spatial = shape
+    y = torch.randint(0, k, (b, 1, *spatial))
+    logits = torch.randn(b, k, *spatial, requires_grad=True)
     yt = y.clone()
     yt[:, :, ::2] = k
     loss, monai_loss = PartialDiceCELoss(ignore_label=k), DiceCELoss(to_onehot_y=True, softmax=True)
     t_partial = timeit(lambda: loss(logits, yt)["loss"].backward(), repeats=9)
+    t_dense = timeit(lambda: loss(logits, y)["loss"].backward(), repeats=9)
     t_monai = timeit(lambda: monai_loss(logits, y).backward(), repeats=9)
-    return {"partial_dice_ce": t_partial, "monai_dice_ce": t_monai, "ratio": t_partial / t_monai}
+    return {"shape": list(shape), "partial_dice_ce": t_partial, "dense_dice_ce": t_dense, "monai_dice_ce": t_monai, "ratio": t_partial / t_monai, "ratio_dense": t_dense / t_monai}
 
 
-def _prediction_times(cin, volume, *, patch, e: int, sw: int) -> dict:
-    """All experts in one batched sliding-window pass against one pass per expert."""
+def _prediction_times(channels, volume, *, patch, k: int, e: int, sw: int, cin: str) -> dict:
+    """Every expert in one batched sliding-window pass against one pass per expert."""
     import torch
 
     from experts.inference import predict_experts
+    from experts.networks import create_network
 
+    net = create_network("cin_unet", in_channels=1, num_classes=k, num_experts=e, channels=channels, cin=cin).eval()
     vol = torch.randn(1, *volume)
-    cin.eval()
-    t_batched = timeit(lambda: predict_experts(cin, vol, list(range(e)), patch_size=patch, sw_batch_size=sw), repeats=3, warmup=1)
-    t_each = timeit(lambda: [predict_experts(cin, vol, [r], patch_size=patch, sw_batch_size=sw) for r in range(e)], repeats=3, warmup=1)
+    t_batched = timeit(lambda: predict_experts(net, vol, list(range(e)), patch_size=patch, sw_batch_size=sw), repeats=3, warmup=1)
+    t_each = timeit(lambda: [predict_experts(net, vol, [r], patch_size=patch, sw_batch_size=sw) for r in range(e)], repeats=3, warmup=1)
     return {"all_experts_batched": t_batched, "one_pass_per_expert": t_each, "speedup": t_each / t_batched}
+
+
+def section(sp: dict, rel: list[str], command: str) -> list[str]:
+    """The BENCHMARKS.md section."""
+    st, ts, ag, fl = sp["settings"], sp["train_step_seconds"], sp["achieved_gflops"], sp["train_step_gflop"]
+    ls, lp, pr, mem = sp["loss_seconds"], sp.get("loss_seconds_patch") or sp["loss_seconds"], sp["prediction_seconds"], sp["peak_memory_mb"]
+    wait = sp.get("data_wait_fraction")
+    rows = [
+        *([f"| CIN U-Net train step / MONAI DynUNet train step (same widths, kernels, strides; shared instance norm: the CIN overhead) | {ts['ratio_dynunet']:.2f} ({ts['cin_unet']:.3f} s vs {ts['dynunet']:.3f} s) |"] if "dynunet" in ts else []),
+        f"| CIN U-Net train step / MONAI UNet train step (same widths, instance norm; a lighter network) | {ts['ratio']:.2f} ({ts['cin_unet']:.3f} s vs {ts['monai_unet']:.3f} s) |",
+        f"| GFLOP per train step: CIN U-Net / MONAI UNet | {fl['cin_unet']:.1f} / {fl['monai_unet']:.1f} |",
+        f"| achieved GFLOP/s of a CIN train step (fp32) / measured fp32 matmul peak | {ag['cin_unet']:.1f} / {ag['matmul_peak']:.1f} ({ag['cin_fraction_of_peak']:.0%}) |",
+        *([f"| achieved GFLOP/s of a MONAI DynUNet step | {ag['dynunet']:.1f} |"] if "dynunet" in ag else []),
+        f"| achieved GFLOP/s of a MONAI UNet train step (fewer, smaller convolutions) | {ag['monai_unet']:.1f} |",
+        *([f"| CIN train step, fp32 / channels-last layout | {ts['channels_last_speedup']:.2f}x |", f"| CIN train step, fp32 / bfloat16 autocast (`train.cpu_bf16: true`; CPU {st.get('cpu_capability', '?')}) | {ts['bf16_speedup']:.2f}x |"] if "bf16_speedup" in ts else []),
+        *([f"| share of a pretraining step waiting for the data loader (augmentation included) | {wait:.1%} |"] if wait is not None else []),
+        f"| partial Dice+CE / MONAI DiceCELoss, forward + backward, at {ls.get('shape', '?')} (half the voxels unannotated; dense labels) | {ls['ratio']:.2f} ({ls.get('ratio_dense', float('nan')):.2f}) |",
+        *([f"| the same at {lp['shape']} (the patch) | {lp['ratio']:.2f} ({lp['ratio_dense']:.2f}) |"] if "loss_seconds_patch" in sp else []),
+    ]
+    if "all" in pr:
+        rows += [f"| one pass per expert / all {st['experts']} experts batched, `cin: {c}` (prediction of {st.get('prediction_volume', st['volume'])} voxels; above 1: batching wins) | {pr[c]['speedup']:.2f}x |" for c in pr]
+    else:
+        rows.append(f"| one pass per expert / all experts batched (prediction; above 1: batching wins) | {pr['speedup']:.2f}x |")
+    rows.append(f"| peak memory growth: train step / prediction of {st['experts']} experts on {st['volume']} voxels | {mem['train_step']:.0f} MB / {mem['prediction_all_experts']:.0f} MB" + (f" (`cin: decoder`: {mem['prediction_all_experts_cin_decoder']:.0f} MB)" if "prediction_all_experts_cin_decoder" in mem else "") + " |")
+    return ["## Speed and memory", "", f"Command: `{sp.get('command', command)}`. Measured in one process as ratios, medians of repeats: patch {st['patch']}, batch {st['batch']}, widths {st['channels']}, {st['experts']} experts, {st['threads']} threads.", "",
+            "| measurement | value |", "|---|---|", *rows, ""]
