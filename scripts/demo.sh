@@ -14,6 +14,9 @@ SEED=${DEMO_SEED:-0}
 CONFIG="$ROOT/configs/demo.yaml"
 
 stage() { printf '\n=== %s ===\n' "$*"; }
+# this machine's fp32 matmul peak, so that the stage times below compare with BENCHMARKS.md's
+PEAK=$("$VENV/bin/python" -c "from pipelines.bench.speed import matmul_peak_gflops; print(f'{matmul_peak_gflops():.0f}')")
+echo "machine: fp32 matmul peak ${PEAK} GFLOP/s on $("$VENV/bin/python" -c "import torch; print(torch.get_num_threads())") threads"
 t0=$(date +%s)
 lap() { local now; now=$(date +%s); echo "[$1 took $((now - t))s]"; t=$now; }
 t=$t0
@@ -37,6 +40,6 @@ stage "4/4 comparing experts and models"
 lap "comparison"
 
 echo
-echo "demo finished in $(( $(date +%s) - t0 ))s"
+echo "demo finished in $(( $(date +%s) - t0 ))s (fp32 matmul peak ${PEAK} GFLOP/s; BENCHMARKS.md, 'Demo wall time', lists a reference machine's stages)"
 echo "report:    $OUT/compare/report.html"
 echo "MLflow UI: $VENV/bin/mlflow ui --backend-store-uri sqlite:///$PWD/mlruns/mlflow.db"

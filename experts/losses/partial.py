@@ -115,7 +115,7 @@ class _FusedDiceCE(torch.autograd.Function):
     scatter into K bins is serial and several times slower on CPUs), the mask applied once. With
     ``g_c = dL/dp_c = m * (dP_c + [c = t] dI_c)`` (Dice) the gradient with respect to the logits is
     ``m * (p_c * (dP_c + s - A) + [c = t] (p_t dI_t - s))``, ``A = sum_j p_j dP_j + p_t dI_t`` and
-    ``s`` the cross-entropy's scale: two passes over the volume, one per-voxel reduction.
+    ``s`` the cross-entropy's scale: one per-voxel reduction and one pass over the volume.
     """
 
     @staticmethod
@@ -135,10 +135,11 @@ class _FusedDiceCE(torch.autograd.Function):
         pt = log_pt.exp()
         if w is None:
             count = torch.tensor(float(t.numel()), dtype=p.dtype, device=p.device)
-            nll, pred, pt_w = -log_pt.sum(), p.sum(-1), pt
+            nll, p_w, pt_w = -log_pt.sum(), p, pt
         else:
             count = w.sum()
-            nll, pred, pt_w = -(log_pt * w).sum(), torch.bmm(p, w.unsqueeze(-1)).squeeze(-1), pt * w
+            nll, p_w, pt_w = -(log_pt * w).sum(), p * w.unsqueeze(1), pt * w
+        pred = p_w.sum(-1)
         bins = (label + torch.arange(b, device=p.device).unsqueeze(1) * k).reshape(-1)  # sample * K + label
         inter = torch.bincount(bins, weights=pt_w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
         ref = torch.bincount(bins, weights=None if w is None else w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
@@ -149,7 +150,7 @@ class _FusedDiceCE(torch.autograd.Function):
         denom = (ref + pred + smooth).clamp_min(1e-8)
         num = 2 * inter + smooth
         dice = -(num / denom).mean()
-        ctx.save_for_backward(p, pt, safe, *(() if w is None else (w,)))
+        ctx.save_for_backward(p_w, pt_w, safe, *(() if w is None else (w,)))
         ctx.dice_grads = (-dice_weight * 2 / denom / num.numel(), dice_weight * num / denom**2 / num.numel())  # dL/dI, dL/dP
         ctx.ce_scale = ce_weight / count.clamp_min(1)
         ctx.shape = logits.shape
@@ -159,18 +160,17 @@ class _FusedDiceCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
-        p, pt, safe, *w = ctx.saved_tensors
-        b = p.shape[0]
-        zero = torch.zeros(b, 1, dtype=p.dtype, device=p.device)
+        # the mask is binary: with p and p_t already masked (p_w, pt_w), A and the whole gradient
+        # vanish where m = 0 and are exact where m = 1
+        p_w, pt_w, safe, *w = ctx.saved_tensors
+        b = p_w.shape[0]
+        zero = torch.zeros(b, 1, dtype=p_w.dtype, device=p_w.device)
         d_inter, d_pred = (torch.cat([zero, g.expand(b, -1)], 1) * grad_loss for g in ctx.dice_grads)  # no Dice term for the background
         s = ctx.ce_scale * grad_loss
-        d_inter_t = d_inter.gather(1, safe.squeeze(1))  # [B, N]
-        a = torch.bmm(d_pred.unsqueeze(1), p).squeeze(1) + pt * d_inter_t
-        g = p * ((d_pred + s).unsqueeze(-1) - a.unsqueeze(1))
-        at_label = pt * d_inter_t - s
-        if w:
-            g.mul_(w[0].unsqueeze(1))
-            at_label = at_label * w[0]
+        at_label = pt_w * d_inter.gather(1, safe.squeeze(1))  # p_t dI_t, [B, N]
+        a = torch.bmm(d_pred.unsqueeze(1), p_w).squeeze(1) + at_label
+        g = ((d_pred + s).unsqueeze(-1) - a.unsqueeze(1)).mul_(p_w)
+        at_label = at_label - (s * w[0] if w else s)
         g.scatter_add_(1, safe, at_label.unsqueeze(1))
         return g.reshape(ctx.shape), None, None, None, None, None, None
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import subprocess
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["run", "timeit", "matmul_peak_gflops", "section", "SIZES"]
+__all__ = ["run", "timeit", "interleaved", "matmul_peak_gflops", "section", "SIZES"]
 
 #: the sizes of a mode without its own ``speed`` entry (``runner.MODES``): experts predicted, the
 #: loss's tensor (None: the batch of patches), the prediction-memory volume (None: 1.75 patches),
@@ -39,6 +40,22 @@ def timeit(fn, *, repeats: int = 5, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved(fns: dict, *, repeats: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each of ``fns`` (name -> callable), timed in rounds that call each once:
+    a ratio of two medians taken this way is not skewed by the machine getting busier or quieter
+    between one measurement and the next."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def matmul_peak_gflops(n: int = 2048) -> float:
@@ -109,10 +126,10 @@ def run(ctx) -> dict:
     return {
         "settings": {"channels": channels, "patch": patch, "batch": batch, "experts": e, "classes": k, "threads": threads, "volume": volume, "prediction_volume": window, "loss_shape": loss_shape, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         **steps,
-        "data_wait_fraction": _data_wait(ctx, sizes["loader_steps"]),
         "loss_seconds": _loss_times(loss_shape),
         "loss_seconds_patch": _loss_times([batch, k, *patch]),
         "prediction_seconds": {cin: _prediction_times(channels, window, patch=patch, k=k, e=e, sw=cfg.predict.sw_batch_size, cin=cin) for cin in ("all", "decoder")},
+        "data_wait_fraction": _data_wait(ctx, sizes["loader_steps"]),  # after the timings: a pretraining leaves its process busier
         "peak_memory_mb": {"train_step": _peak("train", probe), "prediction_all_experts": _peak("predict", probe), "prediction_all_experts_cin_decoder": _peak("predict", {**probe, "cin": "decoder"})},
     }
 
@@ -146,14 +163,13 @@ def _train_steps(x, y, *, channels, k: int, e: int) -> dict:
         net.zero_grad()
         return fc.get_total_flops()
 
-    t = {name: timeit(step(*nc)) for name, nc in calls.items()}
     f = {name: flops(*nc) for name, nc in calls.items()}
+    steps = {name: step(*nc) for name, nc in calls.items()}
     cin, call = calls["cin_unet"]
+    steps["cin_unet_bf16"] = step(copy.deepcopy(cin), call, torch.autocast("cpu", dtype=torch.bfloat16))
     last = x.contiguous(memory_format=torch.channels_last_3d)
-    cin_last = cin.to(memory_format=torch.channels_last_3d)
-    t["cin_unet_channels_last"] = timeit(step(cin_last, lambda n: n(last, torch.arange(x.shape[0]) % e).logits))
-    cin.to(memory_format=torch.contiguous_format)
-    t["cin_unet_bf16"] = timeit(step(cin, call, torch.autocast("cpu", dtype=torch.bfloat16)))
+    steps["cin_unet_channels_last"] = step(copy.deepcopy(cin).to(memory_format=torch.channels_last_3d), lambda n: n(last, torch.arange(x.shape[0]) % e).logits)
+    t = interleaved(steps, repeats=7)
     peak = matmul_peak_gflops()
     g = {name: f[name] / t[name] / 1e9 for name in calls}
     return {
@@ -210,10 +226,8 @@ def _loss_times(shape) -> dict:
     yt = y.clone()
     yt[:, :, ::2] = k
     loss, monai_loss = PartialDiceCELoss(ignore_label=k), DiceCELoss(to_onehot_y=True, softmax=True)
-    t_partial = timeit(lambda: loss(logits, yt)["loss"].backward(), repeats=9)
-    t_dense = timeit(lambda: loss(logits, y)["loss"].backward(), repeats=9)
-    t_monai = timeit(lambda: monai_loss(logits, y).backward(), repeats=9)
-    return {"shape": list(shape), "partial_dice_ce": t_partial, "dense_dice_ce": t_dense, "monai_dice_ce": t_monai, "ratio": t_partial / t_monai, "ratio_dense": t_dense / t_monai}
+    t = interleaved({"partial_dice_ce": lambda: loss(logits, yt)["loss"].backward(), "dense_dice_ce": lambda: loss(logits, y)["loss"].backward(), "monai_dice_ce": lambda: monai_loss(logits, y).backward()}, repeats=21, warmup=3)
+    return {"shape": list(shape), **t, "ratio": t["partial_dice_ce"] / t["monai_dice_ce"], "ratio_dense": t["dense_dice_ce"] / t["monai_dice_ce"]}
 
 
 def _prediction_times(channels, volume, *, patch, k: int, e: int, sw: int, cin: str) -> dict:
@@ -225,9 +239,19 @@ def _prediction_times(channels, volume, *, patch, k: int, e: int, sw: int, cin: 
 
     net = create_network("cin_unet", in_channels=1, num_classes=k, num_experts=e, channels=channels, cin=cin).eval()
     vol = torch.randn(1, *volume)
-    t_batched = timeit(lambda: predict_experts(net, vol, list(range(e)), patch_size=patch, sw_batch_size=sw), repeats=3, warmup=1)
-    t_each = timeit(lambda: [predict_experts(net, vol, [r], patch_size=patch, sw_batch_size=sw) for r in range(e)], repeats=3, warmup=1)
-    return {"all_experts_batched": t_batched, "one_pass_per_expert": t_each, "speedup": t_each / t_batched}
+    t = interleaved({"all_experts_batched": lambda: predict_experts(net, vol, list(range(e)), patch_size=patch, sw_batch_size=sw), "one_pass_per_expert": lambda: [predict_experts(net, vol, [r], patch_size=patch, sw_batch_size=sw) for r in range(e)]}, repeats=5, warmup=1)
+    out = {**t, "speedup": t["one_pass_per_expert"] / t["all_experts_batched"]}
+    if cin == "decoder":  # what computing the encoder once can save at most: the FLOPs of E passes over those of the batched one
+        from torch.utils.flop_counter import FlopCounterMode
+
+        window = torch.randn(1, 1, *patch)
+        counts = []
+        for rows in ([0], list(range(e))):
+            with torch.no_grad(), FlopCounterMode(display=False) as fc:
+                net.expert_logits(window, torch.tensor(rows))
+            counts.append(fc.get_total_flops())
+        out["flop_bound_speedup"] = e * counts[0] / counts[1]
+    return out
 
 
 def section(sp: dict, rel: list[str], command: str) -> list[str]:
@@ -248,7 +272,8 @@ def section(sp: dict, rel: list[str], command: str) -> list[str]:
         *([f"| the same at {lp['shape']} (the patch) | {lp['ratio']:.2f} ({lp['ratio_dense']:.2f}) |"] if "loss_seconds_patch" in sp else []),
     ]
     if "all" in pr:
-        rows += [f"| one pass per expert / all {st['experts']} experts batched, `cin: {c}` (prediction of {st.get('prediction_volume', st['volume'])} voxels; above 1: batching wins) | {pr[c]['speedup']:.2f}x |" for c in pr]
+        rows += [f"| one pass per expert / all {st['experts']} experts batched, `cin: {c}` (prediction of {st.get('prediction_volume', st['volume'])} voxels; above 1: batching wins) | {pr[c]['speedup']:.2f}x"
+                 + (f" (by FLOPs alone: {pr[c]['flop_bound_speedup']:.2f}x; the decoder, run per expert, holds most of them)" if "flop_bound_speedup" in pr[c] else "") + " |" for c in pr]
     else:
         rows.append(f"| one pass per expert / all experts batched (prediction; above 1: batching wins) | {pr['speedup']:.2f}x |")
     rows.append(f"| peak memory growth: train step / prediction of {st['experts']} experts on {st['volume']} voxels | {mem['train_step']:.0f} MB / {mem['prediction_all_experts']:.0f} MB" + (f" (`cin: decoder`: {mem['prediction_all_experts_cin_decoder']:.0f} MB)" if "prediction_all_experts_cin_decoder" in mem else "") + " |")
