@@ -131,16 +131,16 @@ class _FusedDiceCE(torch.autograd.Function):
             label, w = torch.where(annotated, t, 0).long(), annotated.to(p.dtype)
         safe = label.unsqueeze(1)
         log_pt = p.gather(1, safe).squeeze(1)
-        p = p.exp_()
-        pt = log_pt.exp()
+        p_w = p.exp_()  # masked in place below: the unmasked probabilities are not needed again
         if w is None:
             count = torch.tensor(float(t.numel()), dtype=p.dtype, device=p.device)
-            nll, p_w, pt_w = -log_pt.sum(), p, pt
+            nll, pt_w = -log_pt.sum(), log_pt.exp()
         else:
             count = w.sum()
-            nll, p_w, pt_w = -(log_pt * w).sum(), p * w.unsqueeze(1), pt * w
+            nll = -torch.dot(log_pt.reshape(-1), w.reshape(-1))
+            pt_w, _ = log_pt.exp_().mul_(w), p_w.mul_(w.unsqueeze(1))
         pred = p_w.sum(-1)
-        bins = (label + torch.arange(b, device=p.device).unsqueeze(1) * k).reshape(-1)  # sample * K + label
+        bins = (label + torch.arange(b, device=p_w.device).unsqueeze(1) * k).reshape(-1)  # sample * K + label
         inter = torch.bincount(bins, weights=pt_w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
         ref = torch.bincount(bins, weights=None if w is None else w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
         pred = pred[:, 1:]
@@ -170,7 +170,7 @@ class _FusedDiceCE(torch.autograd.Function):
         at_label = pt_w * d_inter.gather(1, safe.squeeze(1))  # p_t dI_t, [B, N]
         a = torch.bmm(d_pred.unsqueeze(1), p_w).squeeze(1) + at_label
         g = ((d_pred + s).unsqueeze(-1) - a.unsqueeze(1)).mul_(p_w)
-        at_label = at_label - (s * w[0] if w else s)
+        at_label = at_label.addcmul_(w[0], s, value=-1) if w else at_label.sub_(s)
         g.scatter_add_(1, safe, at_label.unsqueeze(1))
         return g.reshape(ctx.shape), None, None, None, None, None, None
 
