@@ -192,7 +192,10 @@ class CINUNet(ConditionedNetwork):
 
     def forward(self, image: torch.Tensor, expert: torch.Tensor, *, prompts: torch.Tensor | None = None) -> NetOutput:
         if _single_on_cpu(image):
-            out = self.forward(*(None if t is None else torch.cat([t, t]) for t in (image, expert)), prompts=None if prompts is None else torch.cat([prompts, prompts]))
+            def twice(t):
+                return None if t is None else torch.cat([t, t])
+
+            out = self.forward(twice(image), twice(expert), prompts=twice(prompts))
             return NetOutput(logits=out.logits[:1], features={k: v[:1] for k, v in out.features.items()})
         expert = self._conditioning(image, expert, prompts)
         features: dict[str, torch.Tensor] = {}
