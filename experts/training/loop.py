@@ -103,13 +103,7 @@ def fit(
                 break
             waited += time.perf_counter() - last
             batch = batch.to(device, non_blocking=True)
-            if use_amp:
-                autocast = torch.autocast("cuda", dtype=torch.float16)
-            elif cpu_bf16 and device.type == "cpu":
-                autocast = torch.autocast("cpu", dtype=torch.bfloat16)
-            else:
-                autocast = contextlib.nullcontext()
-            with autocast:
+            with _autocast(device, amp=use_amp, cpu_bf16=cpu_bf16):
                 outputs = model(batch.image, batch.expert, **{k: batch[k] for k in ("prompts", "target") if batch.get(k) is not None})
             parts = loss_fn(outputs, batch, step=step)
             loss = parts["loss"]
@@ -161,6 +155,15 @@ def fit(
     if cb.on_checkpoint and step == steps:
         cb.on_checkpoint(step)
     return step
+
+
+def _autocast(device: torch.device, *, amp: bool, cpu_bf16: bool):
+    """float16 autocast on CUDA (``amp``), bfloat16 on the CPU (``cpu_bf16``), else none."""
+    if amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    if cpu_bf16 and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class PlainProgress:

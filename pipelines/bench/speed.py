@@ -78,12 +78,10 @@ from experts.inference import predict_experts
 from experts.losses import PartialDiceCELoss
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
-net = create_network("cin_unet", in_channels=1, num_classes=cfg["k"], num_experts=cfg["e"], channels=cfg["channels"])
+net = create_network("cin_unet", in_channels=1, num_classes=cfg["k"], num_experts=cfg["e"], channels=cfg["channels"], cin=cfg.get("cin", "all"))
 opt = torch.optim.AdamW(net.parameters())
 x = torch.randn(cfg["batch"], 1, *cfg["patch"]); y = torch.randint(0, cfg["k"], (cfg["batch"], 1, *cfg["patch"]))
 vol = torch.randn(1, *cfg["volume"])
-if cfg.get("cin", "all") != "all":
-    net = create_network("cin_unet", in_channels=1, num_classes=cfg["k"], num_experts=cfg["e"], channels=cfg["channels"], cin=cfg["cin"])
 try:
     open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here
 except OSError:
