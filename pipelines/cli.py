@@ -104,19 +104,22 @@ def data_check(dataset, quick):
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same data.")
 @click.option("--train-cases", default=24, show_default=True)
 @click.option("--test-cases", default=6, show_default=True)
-@click.option("--spacing", default=3.0, show_default=True, help="Voxel size in mm.")
+@click.option("--spacing", default=None, type=float, help="Voxel size in mm  [default: 3 for tissue, 2 for nuclei]")
+@click.option("--structures", type=click.Choice(["tissue", "nuclei"]), default="tissue", show_default=True,
+              help="tissue: grey and white matter (BrainTissueDemo); nuclei: the deep grey nuclei, compact structures for interactive work (DeepNucleiDemo).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @user_errors
-def data_demo(out, seed, train_cases, test_cases, spacing, overwrite):
+def data_demo(out, seed, train_cases, test_cases, spacing, structures, overwrite):
     """Write the demo dataset: MNI152 pseudo-subjects labelled by experts with distinct styles.
 
     \b
     Example:
       expertseg data demo --out demo_data --seed 0
+      expertseg data demo --out nuclei_data --structures nuclei
     """
     from pipelines.data import demo
 
-    demo(out, seed=seed, n_train=train_cases, n_test=test_cases, spacing=spacing, overwrite=overwrite)
+    demo(out, seed=seed, n_train=train_cases, n_test=test_cases, spacing=spacing, structures=structures, overwrite=overwrite)
 
 
 @data.command("import")

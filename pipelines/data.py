@@ -98,12 +98,12 @@ def _dataset_out(out: str, overwrite: bool) -> None:
         raise DatasetError(f"{out}: holds files but no dataset; --overwrite replaces only a dataset (dataset.json and imagesTr/); choose an empty or new folder")
 
 
-def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float, overwrite: bool) -> None:
+def demo(out: str, *, seed: int, n_train: int, n_test: int, spacing: float | None, overwrite: bool, structures: str = "tissue") -> None:
     from experts.data.demo import make_demo_dataset
 
     _dataset_out(out, overwrite)
     t0 = time.perf_counter()
-    path = make_demo_dataset(out, seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, overwrite=overwrite, progress=sys.stderr.isatty())
+    path = make_demo_dataset(out, seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, structures=structures, overwrite=overwrite, progress=sys.stderr.isatty())
     click.echo(f"demo dataset written to {Path(path).resolve()} in {time.perf_counter() - t0:.1f} s")
     click.echo(f"next: expertseg data check {out}")
 

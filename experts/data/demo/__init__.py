@@ -8,11 +8,12 @@ adaptation; :func:`make_demo_dataset` writes it all in the dataset layout (versi
 Example:
     >>> from experts.data.demo import make_demo_dataset
     >>> root = make_demo_dataset("data/BrainTissueDemo", seed=0)   # ~20 s on 2 cores
+    >>> nuclei = make_demo_dataset("data/DeepNucleiDemo", structures="nuclei")   # compact structures, 2 mm
 """
 
 from experts.data.demo.anatomy import Subject, make_subject, make_subject_params, output_grid, posterior_fossa
-from experts.data.demo.build import DESCRIPTION, PARAMS_FILE, draw_params, make_demo_dataset, replay_label, style_dice
-from experts.data.demo.styles import DEMO_EXPERTS, LABELS, Expert, TissueStyle
+from experts.data.demo.build import DESCRIPTION, NUCLEI_DESCRIPTION, PARAMS_FILE, STRUCTURES, draw_params, make_demo_dataset, replay_label, style_dice
+from experts.data.demo.styles import DEMO_EXPERTS, LABELS, NUCLEI_LABELS, Expert, NucleiStyle, TissueStyle
 
 __all__ = [
     "make_demo_dataset",
@@ -20,9 +21,13 @@ __all__ = [
     "replay_label",
     "style_dice",
     "DESCRIPTION",
+    "NUCLEI_DESCRIPTION",
+    "STRUCTURES",
     "PARAMS_FILE",
     "DEMO_EXPERTS",
     "LABELS",
+    "NUCLEI_LABELS",
+    "NucleiStyle",
     "Expert",
     "TissueStyle",
     "Subject",

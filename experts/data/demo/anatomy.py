@@ -29,6 +29,8 @@ __all__ = [
     "make_subject",
     "posterior_fossa",
     "deep_grey_nuclei",
+    "nucleus_depth",
+    "NUCLEUS_CONTRAST",
 ]
 
 #: Margin (mm) around the template brain's bounding box kept in the output grid.
@@ -194,7 +196,7 @@ def _rotation(deg) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def make_subject(params: dict, *, spacing: float = 3.0) -> Subject:
+def make_subject(params: dict, *, spacing: float = 3.0, nuclei_contrast: bool = False) -> Subject:
     """Build a pseudo-subject from :func:`make_subject_params`'s output (deterministic).
 
     Each output voxel's world point ``x`` is mapped back into the template:
@@ -205,9 +207,14 @@ def make_subject(params: dict, *, spacing: float = 3.0) -> Subject:
     around them outward. All maps are sampled at ``y`` (trilinear), so the image and the tissue maps
     move together.
 
+    With ``nuclei_contrast`` the T1 is darkened inside the deep grey nuclei of
+    :data:`DEEP_GREY_ELLIPSOIDS` (by :data:`NUCLEUS_CONTRAST`, logistic edge of 1 mm, before bias
+    and noise), so that geometric nuclei have visible boundaries, as real ones have on a T1.
+
     Args:
         params: the subject parameters.
         spacing: isotropic output voxel size in mm.
+        nuclei_contrast: draw the deep grey nuclei into the T1 (the compact-structure demo).
 
     Returns:
         The :class:`Subject` on the grid of :func:`output_grid`.
@@ -241,6 +248,10 @@ def make_subject(params: dict, *, spacing: float = 3.0) -> Subject:
 
     # intensity: gamma, quadratic log-bias field, gain, Rician noise
     t1 = np.clip(sample["t1"], 0.0, 1.0) ** np.float32(params["gamma"])
+    if nuclei_contrast:
+        mni3 = mni.reshape(3, *shape)
+        for name, contrast in NUCLEUS_CONTRAST.items():
+            t1 = t1 * (1.0 - np.float32(contrast) * _sigmoid(nucleus_depth(mni3, name) / 1.0))
     u = (2.0 * ijk / (np.array(shape, dtype=np.float32)[:, None] - 1) - 1.0).astype(np.float32)
     basis = [u[0], u[1], u[2], u[0] ** 2, u[1] ** 2, u[2] ** 2, u[0] * u[1], u[0] * u[2], u[1] * u[2]]
     log_bias = sum(np.float32(c) * b for c, b in zip(params["bias"], basis))
@@ -303,6 +314,39 @@ def deep_grey_nuclei(mni: np.ndarray) -> np.ndarray:
         for side in (1.0, -1.0):
             inside |= ((x - side * cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 < 1.0
     return inside
+
+
+#: How much each nucleus darkens the T1 in the compact-structure demo (fraction of the intensity):
+#: the pallidum, more myelinated, is brighter than the putamen beside it, as on a real T1.
+NUCLEUS_CONTRAST = {"thalamus": 0.12, "caudate": 0.16, "putamen": 0.16, "pallidum": 0.06}
+
+
+def nucleus_depth(mni: np.ndarray, name: str) -> np.ndarray:
+    """Depth (mm) of each point inside a nucleus of :data:`DEEP_GREY_ELLIPSOIDS`, either hemisphere.
+
+    For an ellipsoid with centre ``c`` and normalised radius ``g = |(p - c) / a|``, the distance
+    from ``p`` to the surface along the ray from ``c`` is ``(1 - g) |p - c| / g``: positive inside,
+    negative outside, exact along the ray and close to the Euclidean distance for the nuclei's
+    moderate eccentricity. The larger of the two hemispheres' values.
+
+    Args:
+        mni: ``[3, ...]`` MNI coordinates in mm.
+        name: a key of :data:`DEEP_GREY_ELLIPSOIDS`.
+
+    Returns:
+        ``[...]`` float32 signed depth in mm.
+    """
+    (cx, cy, cz), axes = DEEP_GREY_ELLIPSOIDS[name]
+    x, y, z = (np.asarray(c, dtype=np.float32) for c in mni)
+    best = None
+    for side in (1.0, -1.0):
+        d = np.stack([x - side * cx, y - cy, z - cz])
+        g = np.sqrt(sum((d[i] / axes[i]) ** 2 for i in range(3)))
+        ray = np.sqrt((d**2).sum(0)) / np.maximum(g, 1e-6)
+        ray = np.where(g > 1e-6, ray, min(axes))
+        depth = ((1.0 - g) * ray).astype(np.float32)
+        best = depth if best is None else np.maximum(best, depth)
+    return best
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:

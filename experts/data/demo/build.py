@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from experts.data.demo.anatomy import make_subject, make_subject_params, output_grid
-from experts.data.demo.styles import DEMO_EXPERTS, LABELS, Expert
+from experts.data.demo.styles import DEMO_EXPERTS, LABELS, NUCLEI_LABELS, Expert
 from experts.data.nifti import load_volume, save_volume
 from experts.data.spec import DatasetSpec, ExpertInfo, read_spec, write_spec
 from experts.errors import DatasetError
 
-__all__ = ["make_demo_dataset", "draw_params", "replay_label", "style_dice", "PARAMS_FILE", "DESCRIPTION"]
+__all__ = ["make_demo_dataset", "draw_params", "replay_label", "style_dice", "PARAMS_FILE", "DESCRIPTION", "NUCLEI_DESCRIPTION", "STRUCTURES"]
 
 PARAMS_FILE = "demo_params.json"
 #: Scribble stroke width and boundary-stroke erosion in mm (converted to voxels per spacing).
@@ -45,6 +45,21 @@ DESCRIPTION = (
     "inside each structure (the contour-tracer habit) on the training cases it does not label densely. Experts label different subsets of the training cases; every expert labels "
     "every test case densely, so each can be scored. All random parameters are in demo_params.json."
 )
+NUCLEI_DESCRIPTION = (
+    "Synthetic multi-expert segmentation of compact structures, the deep grey nuclei (thalamus, caudate, lentiform "
+    "nucleus), on the same pseudo-subjects as BrainTissueDemo, with the nuclei drawn into the T1 (darker than white "
+    "matter, the pallidum brighter than the putamen). The same seven experts outline them in their own styles: "
+    "boundaries inside or outside the visible edge, broad or fine brushes, and for 'drfar' another protocol (the "
+    "lentiform label is the putamen alone). Made for interactive segmentation, where a box or a click says where the "
+    "object is. All random parameters are in demo_params.json."
+)
+#: The demo's two label sets: ``tissue`` (GM, WM over the whole brain; BrainTissueDemo) and
+#: ``nuclei`` (the deep grey nuclei, compact; DeepNucleiDemo), with each one's name, labels and
+#: default spacing (mm).
+STRUCTURES = {
+    "tissue": {"name": "BrainTissueDemo", "labels": LABELS, "spacing": 3.0, "description": DESCRIPTION},
+    "nuclei": {"name": "DeepNucleiDemo", "labels": NUCLEI_LABELS, "spacing": 2.0, "description": NUCLEI_DESCRIPTION},
+}
 
 
 def make_demo_dataset(
@@ -53,7 +68,8 @@ def make_demo_dataset(
     seed: int = 0,
     n_train: int = 24,
     n_test: int = 6,
-    spacing: float = 3.0,
+    spacing: float | None = None,
+    structures: str = "tissue",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -64,7 +80,10 @@ def make_demo_dataset(
         seed: seed of every random choice; the same seed gives byte-identical arrays.
         n_train: number of training cases (``imagesTr``), >= 1.
         n_test: number of test cases (``imagesTs``, labelled densely by every expert), >= 0.
-        spacing: isotropic voxel size in mm (3 mm gives volumes of about 54 x 66 x 58).
+        spacing: isotropic voxel size in mm; default 3 mm for ``tissue`` (volumes of about
+            54 x 66 x 58), 2 mm for ``nuclei`` (about 81 x 99 x 87, a thalamus some 7 x 13 x 8 voxels).
+        structures: the label set, a key of :data:`STRUCTURES`: ``tissue`` (grey and white matter)
+            or ``nuclei`` (the deep grey nuclei, compact structures for interactive segmentation).
         overwrite: replace a non-empty ``out``.
         progress: show a progress bar.
 
@@ -76,6 +95,10 @@ def make_demo_dataset(
         DatasetError: invalid sizes or spacing (a ValueError).
     """
     out = Path(out)
+    if structures not in STRUCTURES:
+        raise DatasetError(f"structures (--structures) must be one of {', '.join(STRUCTURES)}, got {structures!r}")
+    if spacing is None:
+        spacing = STRUCTURES[structures]["spacing"]
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
         raise DatasetError(f"n_train (--train-cases) must be an integer >= 1, got {n_train!r}")
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
@@ -87,7 +110,7 @@ def make_demo_dataset(
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DatasetError(f"{out}: folder is not empty; choose an empty or new folder, or pass overwrite=True (--overwrite) to replace it")
     spacing = float(spacing)
-    params = draw_params(seed=seed, n_train=n_train, n_test=n_test, spacing=spacing)
+    params = draw_params(seed=seed, n_train=n_train, n_test=n_test, spacing=spacing, structures=structures)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -113,7 +136,7 @@ def stream_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts: tuple[Expert, ...] = DEMO_EXPERTS) -> dict:
+def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, structures: str = "tissue", experts: tuple[Expert, ...] = DEMO_EXPERTS) -> dict:
     """Draw every random choice of the dataset (the content of ``demo_params.json``).
 
     Every draw has a stream of its own: a subject's anatomy ``[seed, 2, case index]``, an expert's
@@ -125,6 +148,7 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
         seed: the dataset seed.
         n_train, n_test: numbers of cases.
         spacing: voxel size in mm.
+        structures: the label set (:data:`STRUCTURES`); it picks each expert's style.
         experts: the experts.
 
     Returns:
@@ -153,7 +177,7 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
         labels = {}
         for e in experts:
             rng = np.random.default_rng([seed, 1, index, stream_key(e.id)])
-            style = e.style.make_params(rng)  # drawn for every expert: a case's draws do not depend on the plan
+            style = _style(e, structures).make_params(rng)  # drawn for every expert: a case's draws do not depend on the plan
             scribble_seed = int(rng.integers(0, 2**31 - 1))
             if case in test or case in plan[e.id]["dense"]:
                 labels[e.id] = {"kind": "dense", "style": style}
@@ -173,19 +197,24 @@ def draw_params(*, seed: int, n_train: int, n_test: int, spacing: float, experts
         "n_train": n_train,
         "n_test": n_test,
         "spacing": spacing,
+        "structures": structures,
         "grid": {"shape": list(shape), "affine": affine.tolist()},
         "experts": {e.id: {"role": e.role, "style": asdict(e.style), "plan": plan[e.id]} for e in experts},
         "cases": cases,
     }
 
 
-def _label(subject, entry: dict, experts: dict[str, Expert], expert: str, *, spacing: float) -> np.ndarray:
-    label = experts[expert].style.apply(subject, entry["style"])
+def _style(expert: Expert, structures: str):
+    return expert.nuclei if structures == "nuclei" else expert.style
+
+
+def _label(subject, entry: dict, experts: dict[str, Expert], expert: str, *, spacing: float, structures: str = "tissue") -> np.ndarray:
+    label = _style(experts[expert], structures).apply(subject, entry["style"])
     if entry["kind"] == "scribbles":
         from experts.scribbles import simulate_scribbles
 
         s = dict(entry["scribbles"])  # the style, its seed and its own parameters, as logged
-        label = simulate_scribbles(label, ignore_label=LABELS["ignore"], style=s.pop("style"), seed=s.pop("seed"), spacing=(spacing,) * 3, **s)
+        label = simulate_scribbles(label, ignore_label=STRUCTURES[structures]["labels"]["ignore"], style=s.pop("style"), seed=s.pop("seed"), spacing=(spacing,) * 3, **s)
     return np.asarray(label, dtype=np.uint8)
 
 
@@ -193,6 +222,8 @@ def _write(root: Path, params: dict, *, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     experts = {e.id: e for e in DEMO_EXPERTS if e.id in params["experts"]}
+    structures = params.get("structures", "tissue")
+    kind = STRUCTURES[structures]
     root.mkdir(parents=True)
     for eid in experts:
         (root / "labelsTr" / eid).mkdir(parents=True)
@@ -201,19 +232,19 @@ def _write(root: Path, params: dict, *, progress: bool) -> None:
     (root / "imagesTr").mkdir()
     (root / PARAMS_FILE).write_text(json.dumps(params, indent=1) + "\n", encoding="utf-8")
     for case, entry in tqdm(params["cases"].items(), desc="demo dataset", unit="case", disable=not progress):
-        subject = make_subject(entry["subject"], spacing=params["spacing"])
+        subject = make_subject(entry["subject"], spacing=params["spacing"], nuclei_contrast=structures == "nuclei")
         img_dir, lab_dir = ("imagesTr", "labelsTr") if entry["split"] == "train" else ("imagesTs", "labelsTs")
         save_volume(root / img_dir / f"{case}_0000.nii.gz", subject.image, subject.affine, dtype=np.float32)
         for eid, lab in entry["labels"].items():
-            save_volume(root / lab_dir / eid / f"{case}.nii.gz", _label(subject, lab, experts, eid, spacing=params["spacing"]), subject.affine, dtype=np.uint8)
+            save_volume(root / lab_dir / eid / f"{case}.nii.gz", _label(subject, lab, experts, eid, spacing=params["spacing"], structures=structures), subject.affine, dtype=np.uint8)
     spec = DatasetSpec(
-        name="BrainTissueDemo",
-        description=DESCRIPTION,
+        name=kind["name"],
+        description=kind["description"],
         channel_names={"0": "T1"},
-        labels=dict(LABELS),
+        labels=dict(kind["labels"]),
         file_ending=".nii.gz",
-        experts={e.id: ExpertInfo(description=e.description, role=e.role) for e in experts.values()},
-        extra={"numTraining": params["n_train"], "demo": {"seed": params["seed"], "spacing_mm": params["spacing"], "params": PARAMS_FILE}},
+        experts={e.id: ExpertInfo(description=e.nuclei_description if structures == "nuclei" else e.description, role=e.role) for e in experts.values()},
+        extra={"numTraining": params["n_train"], "demo": {"seed": params["seed"], "spacing_mm": params["spacing"], "structures": structures, "params": PARAMS_FILE}},
     )
     write_spec(root, spec)
 
@@ -239,8 +270,9 @@ def replay_label(root: str | os.PathLike, case: str, expert: str) -> np.ndarray:
     entry = params["cases"].get(case, {}).get("labels", {}).get(expert)
     if entry is None:
         raise DatasetError(f"{path}: no label of expert {expert!r} for case {case!r}; pick a pair listed under 'cases'")
-    subject = make_subject(params["cases"][case]["subject"], spacing=params["spacing"])
-    return _label(subject, entry, {e.id: e for e in DEMO_EXPERTS}, expert, spacing=params["spacing"])
+    structures = params.get("structures", "tissue")
+    subject = make_subject(params["cases"][case]["subject"], spacing=params["spacing"], nuclei_contrast=structures == "nuclei")
+    return _label(subject, entry, {e.id: e for e in DEMO_EXPERTS}, expert, spacing=params["spacing"], structures=structures)
 
 
 def style_dice(root: str | os.PathLike, *, split: str = "test") -> dict[str, tuple[list[str], np.ndarray]]:

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from experts.data.demo.anatomy import Subject, deep_grey_nuclei, posterior_fossa
+from experts.data.demo.anatomy import Subject, deep_grey_nuclei, nucleus_depth, posterior_fossa
 
-__all__ = ["TissueStyle", "Expert", "DEMO_EXPERTS", "LABELS", "OUTER_BLUR_VOX", "fill_csf", "drop_small_islands"]
+__all__ = ["TissueStyle", "NucleiStyle", "Expert", "DEMO_EXPERTS", "LABELS", "NUCLEI_LABELS", "OUTER_BLUR_VOX", "fill_csf", "drop_small_islands"]
 
 #: Gaussian blur (voxels) of the tissue probability before an outer-boundary threshold.
 OUTER_BLUR_VOX = 1.0
 #: Label values of the demo dataset.
 LABELS = {"background": 0, "gm": 1, "wm": 2, "ignore": 3}
+#: Label values of the compact-structure demo (the deep grey nuclei; lentiform = putamen and pallidum).
+NUCLEI_LABELS = {"background": 0, "thalamus": 1, "caudate": 2, "lentiform": 3, "ignore": 4}
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,53 @@ class TissueStyle:
         return label
 
 
+@dataclass(frozen=True)
+class NucleiStyle:
+    """A rater's rules for outlining the deep grey nuclei (the compact-structure demo).
+
+    A voxel belongs to a nucleus where its depth inside it (:func:`~experts.data.demo.anatomy.nucleus_depth`,
+    mm) exceeds the rater's boundary offset: a positive offset draws inside the visible edge (tight),
+    a negative one outside it (generous). Overlaps go to the deeper nucleus.
+
+    Attributes:
+        offset_mm: mean boundary offset of every nucleus (mm).
+        class_offsets_mm: extra offset per class ``(thalamus, caudate, lentiform)``.
+        jitter_mm: standard deviation of the per-case jitter of the offset.
+        smooth_vox: Gaussian sigma (voxels) of the outline: a broad brush rounds the nuclei.
+        pallidum_in_lentiform: the lentiform nucleus is putamen and pallidum (most protocols);
+            False labels the putamen alone and leaves the pallidum background.
+    """
+
+    offset_mm: float = 0.0
+    class_offsets_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    jitter_mm: float = 0.3
+    smooth_vox: float = 0.0
+    pallidum_in_lentiform: bool = True
+
+    def make_params(self, rng: np.random.Generator) -> dict:
+        """Draw one case's parameters (the only random step); JSON-serialisable."""
+        jitter = float(rng.normal(0.0, self.jitter_mm))
+        return {
+            "offsets_mm": [round(self.offset_mm + c + jitter, 3) for c in self.class_offsets_mm],
+            "smooth_vox": float(self.smooth_vox),
+            "pallidum_in_lentiform": bool(self.pallidum_in_lentiform),
+        }
+
+    def apply(self, subject: Subject, params: dict) -> np.ndarray:
+        """Label a subject (deterministic): ``[X, Y, Z]`` uint8 with the values of :data:`NUCLEI_LABELS`."""
+        depth = {name: nucleus_depth(subject.mni, name) for name in ("thalamus", "caudate", "putamen", "pallidum")}
+        lentiform = np.maximum(depth["putamen"], depth["pallidum"]) if params["pallidum_in_lentiform"] else depth["putamen"]
+        margins = np.stack([depth["thalamus"], depth["caudate"], lentiform]) - np.asarray(params["offsets_mm"], np.float32)[:, None, None, None]
+        spacing = float(np.sqrt((subject.affine[:3, 0] ** 2).sum()))
+        inside = 0.5 * (1.0 + np.tanh(margins / spacing))  # a logistic at the voxel scale, so a blur rounds it
+        if params["smooth_vox"] > 0:
+            inside = np.stack([ndimage.gaussian_filter(a, params["smooth_vox"], mode="nearest") for a in inside])
+        label = np.where(inside.max(0) > 0.5, inside.argmax(0) + 1, 0).astype(np.uint8)
+        if not params["pallidum_in_lentiform"]:
+            label[(depth["pallidum"] > 0) & (depth["pallidum"] >= depth["putamen"])] = 0
+        return label
+
+
 def fill_csf(label: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Give every unlabelled voxel inside the brain mask the label of the nearest tissue voxel.
 
@@ -186,7 +235,9 @@ class Expert:
     Attributes:
         id: the expert id (folder name under ``labelsTr/`` and ``labelsTs/``).
         description: what the style does (goes into ``dataset.json``).
-        style: the labelling rules.
+        style: the labelling rules of the tissue demo.
+        nuclei: the labelling rules of the compact-structure demo (the deep grey nuclei).
+        nuclei_description: what ``nuclei`` does (``dataset.json`` of that demo).
         role: ``"new"`` for the doctor kept out of pretraining, else ``None``.
         dense_fraction: fraction of the training cases labelled densely.
         min_dense: at least this many dense training cases (capped by the number of cases).
@@ -201,6 +252,8 @@ class Expert:
     id: str
     description: str
     style: TissueStyle
+    nuclei: NucleiStyle = NucleiStyle()
+    nuclei_description: str = "Outlines each nucleus at its visible edge."
     role: str | None = None
     dense_fraction: float = 1.0
     min_dense: int = 0
@@ -226,6 +279,8 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         "grows GM about a voxel outward into the background, and draws smooth outlines (thin WM strands "
         "and narrow sulci disappear). Labels 75% of the training cases densely.",
         TissueStyle(outer_threshold=0.35, smooth_vox=0.6, fill_csf=True),
+        nuclei=NucleiStyle(offset_mm=-1.5, smooth_vox=0.8),
+        nuclei_description="Generous and rounded: draws about 1.5 mm outside each nucleus's edge with a broad brush.",
         dense_fraction=0.75,
     ),
     Expert(
@@ -234,6 +289,8 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         "boundary sits inside the WM and the GM ribbon is thick (also a slightly generous outer GM boundary). "
         "Dense on 60% of the training cases, coronal scribbles on another 25%.",
         TissueStyle(outer_threshold=0.4, wm_margin=0.2),
+        nuclei=NucleiStyle(offset_mm=0.7),
+        nuclei_description="Slightly tight: draws about 0.7 mm inside each nucleus's edge.",
         dense_fraction=0.6,
         scribble_fraction=0.25,
         scribble_axis=1,
@@ -244,6 +301,8 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         "labelled background; works slice by slice and misses small in-plane islands (under ~1.5 cm2), and "
         "draws the GM/WM boundary slightly inside the GM. Labels 70% of the training cases densely.",
         TissueStyle(wm_margin=-0.08, exclude_fossa=True, min_island_mm2=150.0),
+        nuclei=NucleiStyle(class_offsets_mm=(0.0, 1.5, 0.0)),
+        nuclei_description="Edges as seen, but a thin caudate: its boundary 1.5 mm inside the edge (the thin body is missed).",
         dense_fraction=0.7,
     ),
     Expert(
@@ -252,6 +311,8 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         "Its dense test labels show its style: outlines smoothed within axial slices and the GM/WM boundary "
         "slightly inside the WM.",
         TissueStyle(smooth_vox=(0.9, 0.9, 0.0), wm_margin=0.1),
+        nuclei=NucleiStyle(offset_mm=-0.5, smooth_vox=0.5),
+        nuclei_description="Slightly generous and smooth outlines; only scribbles on the training cases.",
         dense_fraction=0.0,
         scribble_fraction=0.85,
     ),
@@ -261,6 +322,8 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         "into the GM, generous WM) and a tight outer GM boundary, so the GM ribbon is thin from both sides. "
         "Dense labels on 75% (at least 16) of the training cases and on all test cases.",
         TissueStyle(outer_threshold=0.6, wm_margin=-0.27),
+        nuclei=NucleiStyle(offset_mm=1.2),
+        nuclei_description="New doctor: tight, about 1.2 mm inside every nucleus's edge.",
         role="new",
         dense_fraction=0.75,
         min_dense=16,
@@ -273,6 +336,8 @@ DEMO_EXPERTS: tuple[Expert, ...] = (
         "inside the WM. Dense labels on half (at least 12) of the training cases, on 40% more only broken "
         "outlines traced just inside each structure (the 'contour-tracer' habit), dense on all test cases.",
         TissueStyle(outer_threshold=0.68, wm_margin=0.15, deep_grey_as=2, fossa_tissue_as=2),
+        nuclei=NucleiStyle(class_offsets_mm=(-1.5, 0.0, 0.0), pallidum_in_lentiform=False),
+        nuclei_description="Second new doctor, another protocol: the lentiform label is the putamen alone (the pallidum is background) and the thalamus is drawn 1.5 mm generous.",
         role="new",
         dense_fraction=0.5,
         min_dense=12,
