@@ -1,4 +1,4 @@
-"""Write the BrainTissueDemo dataset: pseudo-subjects from MNI152 labelled by several expert styles.
+"""Write the demo datasets: pseudo-subjects from MNI152 labelled by several expert styles (BrainTissueDemo, DeepNucleiDemo).
 
 :func:`make_demo_dataset` draws every random number first (subject warps and intensities, each
 expert's per-case style parameters, scribble seeds, which cases each expert labels), logs them to
@@ -81,7 +81,7 @@ def make_demo_dataset(
         n_train: number of training cases (``imagesTr``), >= 1.
         n_test: number of test cases (``imagesTs``, labelled densely by every expert), >= 0.
         spacing: isotropic voxel size in mm; default 3 mm for ``tissue`` (volumes of about
-            54 x 66 x 58), 2 mm for ``nuclei`` (about 81 x 99 x 87, a thalamus some 7 x 13 x 8 voxels).
+            54 x 66 x 58), 2 mm for ``nuclei`` (about 91 x 109 x 96, a thalamus some 7 x 13 x 8 voxels).
         structures: the label set, a key of :data:`STRUCTURES`: ``tissue`` (grey and white matter)
             or ``nuclei`` (the deep grey nuclei, compact structures for interactive segmentation).
         overwrite: replace a non-empty ``out``.
