@@ -23,13 +23,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from experts.interactive.protocol import dice
+
 __all__ = ["correction_loop", "dice"]
-
-
-def dice(pred: np.ndarray, target: np.ndarray) -> float:
-    """Dice of two bool arrays (1.0 when both are empty)."""
-    total = int(pred.sum()) + int(target.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & target).sum()) / total
 
 
 def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[str], goal: float, start: str, max_clicks: int = 10, learn: bool = True,

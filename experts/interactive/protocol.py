@@ -8,6 +8,9 @@ corrections, each at the distance-transform maximum of the largest error compone
 Dice (and NSD) curve is the trapezoid over the steps at unit spacing (6 steps: at most 5). The
 automatic answer (before any prompt) is scored too: the non-interactive model's line.
 
+With ``replay`` the prompts are given instead (another session's, in order): the same prompts
+answered by another expert's row, say, to see whether the row matters.
+
 Everything is measured on the model's grid (RAS, the plan's spacing), where the session works.
 """
 
@@ -20,14 +23,15 @@ import numpy as np
 from experts.interactive.corrections import error_click
 from experts.interactive.prompts import Prompt
 
-__all__ = ["run_protocol", "summarise", "VARIANTS", "first_prompt"]
+__all__ = ["run_protocol", "summarise", "VARIANTS", "first_prompt", "dice"]
 
 VARIANTS = ("box", "scribble")
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    denom = pred.sum() + truth.sum()
-    return 1.0 if denom == 0 else float(2 * (pred & truth).sum() / denom)
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two bool arrays (1.0 when both are empty)."""
+    total = int(pred.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
 
 def _nsd(pred: np.ndarray, truth: np.ndarray, spacing, tolerance_mm: float) -> float:
@@ -48,29 +52,37 @@ def first_prompt(truth: np.ndarray, variant: str, *, spacing, seed: int = 0) -> 
     return Prompt("scribble", np.argwhere(partial == 1), positive=True, connected=False)
 
 
-def run_protocol(session, truth: np.ndarray, *, variant: str = "box", clicks: int = 5, spacing: Sequence[float], tolerance_mm: float = 2.0, seed: int = 0) -> dict:
+def run_protocol(session, truth: np.ndarray, *, variant: str = "box", clicks: int = 5, spacing: Sequence[float], tolerance_mm: float = 2.0, seed: int = 0,
+                 replay: Sequence[Prompt | None] | None = None) -> dict:
     """Run the protocol on a fresh ``session`` against ``truth`` (bool ``[D, H, W]``, model grid).
 
+    ``replay``: the ``1 + clicks`` prompts to give (None where a step had none) instead of the
+    protocol's own.
+
     Returns:
-        ``{"automatic": {dice, nsd}, "steps": [{step, prompt, dice, nsd, seconds}], "dice_auc",
-        "nsd_auc", "final_dice", "final_nsd"}``.
+        ``{"automatic": {dice, nsd}, "steps": [{step, prompt, dice, nsd, seconds, network_voxels}],
+        "prompts", "dice_auc", "nsd_auc", "final_dice", "final_nsd"}``; ``prompts`` is what a
+        replay takes.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if replay is not None and len(replay) != clicks + 1:
+        raise ValueError(f"replay: {len(replay)} prompts for 1 + {clicks} steps")
     truth = np.asarray(truth, bool)
     auto = session.prob > 0.5
-    result = {"automatic": {"dice": _dice(auto, truth), "nsd": _nsd(auto, truth, spacing, tolerance_mm)}, "steps": []}
-    prompt = first_prompt(truth, variant, spacing=spacing, seed=seed)
+    result = {"automatic": {"dice": dice(auto, truth), "nsd": _nsd(auto, truth, spacing, tolerance_mm)}, "steps": [], "prompts": []}
+    prompt = replay[0] if replay is not None else first_prompt(truth, variant, spacing=spacing, seed=seed)
     for step in range(clicks + 1):
-        if prompt is not None:
-            out = session.add(prompt)
+        out = session.add(prompt) if prompt is not None else {"seconds": 0.0, "network_voxels": 0}
         pred = session.prob > 0.5
+        result["prompts"].append(prompt)
         result["steps"].append({"step": step, "prompt": "none" if prompt is None else prompt.kind + ("+" if prompt.positive else "-"),
-                                "dice": _dice(pred, truth), "nsd": _nsd(pred, truth, spacing, tolerance_mm), "seconds": out["seconds"] if prompt is not None else 0.0})
-        prompt = error_click(pred, truth, spacing=spacing)
-    dice = [s["dice"] for s in result["steps"]]
-    nsd = [s["nsd"] for s in result["steps"]]
-    result.update(dice_auc=float(np.trapezoid(dice)), nsd_auc=float(np.trapezoid(nsd)), final_dice=dice[-1], final_nsd=nsd[-1])
+                                "dice": dice(pred, truth), "nsd": _nsd(pred, truth, spacing, tolerance_mm), "seconds": out["seconds"], "network_voxels": out["network_voxels"]})
+        if step < clicks:
+            prompt = replay[step + 1] if replay is not None else error_click(pred, truth, spacing=spacing)
+    dices = [s["dice"] for s in result["steps"]]
+    nsds = [s["nsd"] for s in result["steps"]]
+    result.update(dice_auc=float(np.trapezoid(dices)), nsd_auc=float(np.trapezoid(nsds)), final_dice=dices[-1], final_nsd=nsds[-1])
     return result
 
 
@@ -79,7 +91,8 @@ def summarise(results: list[dict]) -> dict:
     if not results:
         return {}
     steps = len(results[0]["steps"])
-    seconds = [s["seconds"] for r in results for s in r["steps"]]
+    timed = [s for r in results for s in r["steps"] if s["prompt"] != "none"]
+    seconds = [s["seconds"] for s in timed] or [0.0]
     mean = lambda xs: float(np.nanmean(xs))  # noqa: E731
     return {
         "cases": len(results),
@@ -93,4 +106,5 @@ def summarise(results: list[dict]) -> dict:
         "final_nsd": mean([r["final_nsd"] for r in results]),
         "seconds_median": float(np.median(seconds)),
         "seconds_p95": float(np.percentile(seconds, 95)),
+        "network_voxels_median": float(np.median([s["network_voxels"] for s in timed] or [0])),
     }

@@ -46,9 +46,11 @@ class InteractiveSession:
         affine: ``[4, 4]`` for an array ``image`` (default identity).
         device: where the network runs.
         max_zoom: how far a crop may grow (times its first size); 1 switches growing off.
+        start: the mask to start from, a probability ``[D, H, W]`` on the model grid (default: the
+            automatic model's for this expert and class); another row's automatic answer, say.
     """
 
-    def __init__(self, model, image=None, expert: str | None = None, *, target: str | int | None = None, affine=None, device: str = "cpu", max_zoom: float = 4.0):
+    def __init__(self, model, image=None, expert: str | None = None, *, target: str | int | None = None, affine=None, device: str = "cpu", max_zoom: float = 4.0, start=None):
         if getattr(model.network, "prompt_channels", 0) == 0:
             raise ConfigError("the model takes no prompts; pass an interactive model (expertseg pretrain --interactive, models:/<name>@interactive)")
         if expert not in model.experts:
@@ -58,17 +60,24 @@ class InteractiveSession:
         self.target = _class_index(target, model.plan.class_names)
         self.encoding = PromptEncoding(**model.network.encoding)
         self.seconds_: list[float] = []
+        self._work = [0, 0]  # the current interaction's network calls and the voxels they ran on (padded)
         if image is not None:
-            self.load(image, affine=affine)
+            self.load(image, affine=affine, start=start)
 
     # --- the scan ---------------------------------------------------------------------------------
-    def load(self, image, *, affine=None) -> dict:
-        """Load a scan, compute the automatic mask, forget every interaction; returns a summary."""
+    def load(self, image, *, affine=None, start=None) -> dict:
+        """Load a scan, start from ``start`` or the automatic mask, forget every interaction;
+        returns a summary."""
         from experts.interactive.grid import to_model_grid
 
         self.input_shape, self.input_affine, image_t, self.model_affine = to_model_grid(self.model.plan, image, affine=affine)
         self.image = image_t.float()
-        self.prob = self._automatic()
+        if start is None:
+            self.prob = self._automatic()
+        else:
+            self.prob = np.array(start, dtype=np.float32)
+            if self.prob.shape != tuple(self.image.shape[1:]):
+                raise ConfigError(f"start: a mask of shape {list(self.prob.shape)}; the scan on the model grid is {list(self.image.shape[1:])}")
         self.prompts: list[Prompt] = []
         self.undo_stack: list[tuple] = []
         self.redo_stack: list[tuple] = []
@@ -162,6 +171,7 @@ class InteractiveSession:
         self.prompts.append(prompt)
         region = self._first_crop(prompt)
         limit = np.asarray([s.stop - s.start for s in region]) * self.max_zoom
+        self._work = [0, 0]
         while True:
             answer = self._predict(region)
             axes = [a for a in touching_axes(answer > 0.5, region, self.prob.shape) if region[a].stop - region[a].start < limit[a]]
@@ -174,7 +184,8 @@ class InteractiveSession:
         self.redo_stack.clear()
         seconds = time.perf_counter() - t0
         self.seconds_.append(seconds)
-        return {"step": len(self.prompts), "seconds": round(seconds, 4), "crop": [[s.start for s in region], [s.stop - 1 for s in region]], "voxels": int((self.prob > 0.5).sum())}
+        return {"step": len(self.prompts), "seconds": round(seconds, 4), "crop": [[s.start for s in region], [s.stop - 1 for s in region]], "voxels": int((self.prob > 0.5).sum()),
+                "network_calls": self._work[0], "network_voxels": self._work[1]}
 
     def _first_crop(self, prompt: Prompt) -> tuple[slice, ...]:
         """Around the prompt and the current object's components that the prompt touches."""
@@ -197,6 +208,8 @@ class InteractiveSession:
         size = [s.stop - s.start for s in region]
         padded = [max(-(-n // div) * div, 2 * div) for n in size]
         pad = [(0, p - n) for p, n in zip(padded, size)]
+        self._work[0] += 1
+        self._work[1] += int(np.prod(padded))
         channels = np.concatenate([self.prob[region][None], render_prompts(self.prompts, region, encoding=self.encoding)])
         image = self.image[(slice(None), *region)].numpy()
         x = torch.from_numpy(np.pad(image, [(0, 0), *pad])).to(self.device)[None]

@@ -76,8 +76,12 @@ def test_evaluate_interactive_writes_json_csv_and_a_plot(models, toy_dataset_mas
     box = report["experts"]["small"]["core/box"]
     assert len(box["dice"]) == 3 and 0 <= box["dice_auc"] <= 2 and box["seconds_median"] > 0
     assert "core/scribble" in report["experts"]["large"]
+    other = box["other_row"]  # the nearest other row: one of the model's other experts, on the one case
+    assert len(other["rows"]) == 1 and "small" not in other["rows"] and sum(other["rows"].values()) == 1 and len(other["same_prompts"]["dice"]) == len(other["own_clicks"]["dice"]) == 3
     assert (out / "dice_per_interaction.png").stat().st_size > 0
-    assert len((out / "interactive.csv").read_text().splitlines()) == 1 + 2 * 2 * 3  # 2 experts x 2 variants x 3 steps
+    assert len((out / "interactive.csv").read_text().splitlines()) == 1 + 2 * 2 * 3 * 3  # 2 experts x 2 variants x 3 steps x 3 arms
+    alone = CliRunner().invoke(cli, args[:-1] + [str(tmp_path / "ev1"), "--no-other-row"])
+    assert alone.exit_code == 0 and "other_row" not in json.loads((tmp_path / "ev1" / "interactive.json").read_text())["experts"]["small"]["core/box"]
 
 
 def test_resuming_interactive_training_from_a_checkpoint_ends_with_the_same_weights(models, toy_dataset_master, tmp_path):

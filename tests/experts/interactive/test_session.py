@@ -144,3 +144,22 @@ def test_the_eraser_clears_the_mask_within_its_radius_in_mm_and_undo_brings_it_b
     assert np.array_equal(session.prob, start)
     with pytest.raises(ConfigError, match="radius_mm"):
         session.erase([[1, 1, 1]], radius_mm=0)
+
+
+def test_a_session_can_start_from_a_given_mask_and_refuses_one_of_another_shape():
+    start = np.zeros((24, 24, 24), np.float32)
+    start[8:16, 8:16, 8:16] = 0.9
+    session = InteractiveSession(toy_bundle(), blob_image(), "a", start=start)
+    assert np.array_equal(session.prob, start) and session.prob is not start
+    with pytest.raises(ConfigError, match="start: a mask of shape"):
+        InteractiveSession(toy_bundle(), blob_image(), "a", start=start[:20])
+
+
+def test_each_interaction_reports_the_network_calls_and_the_voxels_they_ran_on():
+    bundle = toy_bundle()
+    with torch.no_grad():
+        set_head(bundle.network.interactive, blob=3.0)  # everything is the object: the crop grows
+    out = InteractiveSession(bundle, blob_image((48, 48, 48)), "a").click([24, 24, 24])
+    assert out["network_calls"] > 1 and out["network_voxels"] >= 16**3 + 48**3
+    fixed = InteractiveSession(bundle, blob_image((48, 48, 48)), "a", max_zoom=1.0).click([24, 24, 24])
+    assert fixed["network_calls"] == 1 and fixed["network_voxels"] == 16**3
