@@ -12,6 +12,7 @@ Does the expert's row matter? Unless ``other_row`` is off, two more arms run per
 nearest other expert's row (for each expert, class and case: the other row whose automatic answer
 scores best against this expert's label): the own row's prompts given again (``same_prompts``), and
 the protocol on that row's own errors (``own_clicks``); both are scored against this expert's label.
+The box variant runs once more from an empty mask (``box_alone``), the challenge's setting.
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def _case_runs(bundle, manifest, case, pairs, targets, results, rows, *, clicks,
     """Every (expert, class, variant) session of one held-out case. The automatic answer of every
     row is computed once; the nearest other row (per expert and class: the other row whose
     automatic answer scores best against this expert's label on this case) answers the own row's
-    prompts again (``same_prompts``) and runs the protocol on its own errors (``own_clicks``)."""
+    prompts again (``same_prompts``) and runs the protocol on its own errors (``own_clicks``). The
+    box variant also runs from an empty mask (``box_alone``: the box is all the model is told, as in
+    the challenge, where no automatic answer exists)."""
+    import numpy as np
     import torch
 
     from experts.inference import predict_experts
@@ -102,11 +106,13 @@ def _case_runs(bundle, manifest, case, pairs, targets, results, rows, *, clicks,
             near = max(others, key=lambda r: dice(auto[r, c] > 0.5, truth)) if others else None
             for variant in VARIANTS:
                 key = f"{target}/{variant}"
-                arms = results[expert].setdefault(key, {"own": [], "same_prompts": [], "own_clicks": [], "rows": []})
-                run = lambda row, **kw: run_protocol(InteractiveSession(bundle, image, bundle.experts[row], target=target, device=device, start=auto[row, c]),  # noqa: E731
-                                                     truth, variant=variant, clicks=clicks, spacing=bundle.plan.spacing, tolerance_mm=tolerance, **kw)
+                arms = results[expert].setdefault(key, {"own": [], "same_prompts": [], "own_clicks": [], "rows": [], "box_alone": []})
+                run = lambda row, start=None, **kw: run_protocol(InteractiveSession(bundle, image, bundle.experts[row], target=target, device=device, start=auto[row, c] if start is None else start),  # noqa: E731
+                                                                 truth, variant=variant, clicks=clicks, spacing=bundle.plan.spacing, tolerance_mm=tolerance, **kw)
                 r = run(own)
                 done = [("own", own, r)]
+                if variant == "box":
+                    done.append(("box_alone", own, run(own, start=np.zeros_like(auto[own, c]))))
                 if near is not None:
                     done += [("same_prompts", near, run(near, replay=r["prompts"])), ("own_clicks", near, run(near))]
                     arms["rows"].append(bundle.experts[near])
@@ -122,6 +128,8 @@ def _summary(arms: dict) -> dict:
     from experts.interactive.protocol import summarise
 
     out = summarise(arms["own"])
+    if arms["box_alone"]:
+        out["box_alone"] = summarise(arms["box_alone"])
     if arms["same_prompts"]:
         out["other_row"] = {"rows": dict(Counter(arms["rows"])), "same_prompts": summarise(arms["same_prompts"]), "own_clicks": summarise(arms["own_clicks"])}
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.bench import annotation, capacity, selection, speed
+from pipelines.bench import annotation, capacity, interactive, selection, speed
 from pipelines.bench.efficiency import summarise
 
 __all__ = ["plots", "markdown"]
@@ -88,7 +88,8 @@ def plots(ctx) -> list[Path]:
 def _suite_plots(ctx, folder: Path) -> list[Path]:
     """The figures the extra suites draw themselves."""
     made = [p for p in [capacity.plot(ctx, folder)] if p is not None] + _regulariser_plots(ctx, folder)
-    return made + ([selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else [])
+    made += [selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else []
+    return made + ([interactive.plot(ctx.results["interactive"], folder)] if ctx.results.get("interactive") else [])
 
 
 def _regulariser_plots(ctx, folder: Path) -> list[Path]:
@@ -151,6 +152,7 @@ HEADINGS = {
     "selection": "## Case selection",
     "regularisers": "## Scribble regularisers",
     "annotation": "## Learning from corrections",
+    "interactive": "## Interactive refinement",
 }
 RESULTS_FILE = "results.json"
 
@@ -314,4 +316,4 @@ def _prompts(pr: dict, rel: list[str], command: str) -> list[str]:
     return lines + ["", "In brackets: the ratio to dense pretraining.", ""]
 
 
-SECTIONS = {"annotation": annotation.section, "capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": speed.section}
+SECTIONS = {"interactive": interactive.section, "annotation": annotation.section, "capacity": capacity.section, "selection": selection.section, "regularisers": lambda r, rel, command: __import__("pipelines.bench.regularisers", fromlist=["section"]).section(r, rel, command), "prompts": _prompts, "targets": _targets, "efficiency": _efficiency, "modelling": _modelling, "scribbles": _scribbles, "speed": speed.section}

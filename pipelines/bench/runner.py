@@ -24,7 +24,7 @@ MODES = {
 }
 SUITES = ("modelling", "efficiency", "scribbles", "speed")
 #: suites run only when named (--suite): they take longer than the full mode's hour
-EXTRA_SUITES = ("targets", "prompts", "capacity", "selection", "regularisers", "annotation")
+EXTRA_SUITES = ("targets", "prompts", "capacity", "selection", "regularisers", "annotation", "interactive")
 
 
 @dataclass
@@ -144,7 +144,7 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
 
 
 def _run_suites(ctx: BenchContext, suites: tuple[str, ...], *, data: str | None, command: str) -> None:
-    from pipelines.bench import annotation, capacity, efficiency, modelling, prompts, regularisers, scribbles, selection, speed, targets
+    from pipelines.bench import annotation, capacity, efficiency, interactive, modelling, prompts, regularisers, scribbles, selection, speed, targets
 
     settings = ctx.settings
     t_all = time.perf_counter()
@@ -157,7 +157,7 @@ def _run_suites(ctx: BenchContext, suites: tuple[str, ...], *, data: str | None,
         data = str(make_demo_dataset(ctx.out / "data", seed=0, n_train=settings["n_train"], n_test=settings["n_test"], spacing=settings["spacing"], overwrite=True, progress=False))
         ctx.seconds["data"] = round(time.perf_counter() - t0, 1)
     ctx.data = Path(data)
-    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run, "targets": targets.run, "prompts": prompts.run, "capacity": capacity.run, "selection": selection.run, "regularisers": regularisers.run, "annotation": annotation.run}
+    table = {"modelling": modelling.run, "efficiency": efficiency.run, "scribbles": scribbles.run, "speed": speed.run, "targets": targets.run, "prompts": prompts.run, "capacity": capacity.run, "selection": selection.run, "regularisers": regularisers.run, "annotation": annotation.run, "interactive": interactive.run}
     for name in suites:
         t0 = time.perf_counter()
         click.echo(f"bench: {name} ...", err=True)

@@ -79,7 +79,8 @@ def test_evaluate_interactive_writes_json_csv_and_a_plot(models, toy_dataset_mas
     other = box["other_row"]  # the nearest other row: one of the model's other experts, on the one case
     assert len(other["rows"]) == 1 and "small" not in other["rows"] and sum(other["rows"].values()) == 1 and len(other["same_prompts"]["dice"]) == len(other["own_clicks"]["dice"]) == 3
     assert (out / "dice_per_interaction.png").stat().st_size > 0
-    assert len((out / "interactive.csv").read_text().splitlines()) == 1 + 2 * 2 * 3 * 3  # 2 experts x 2 variants x 3 steps x 3 arms
+    assert len(box["box_alone"]["dice"]) == 3 and "box_alone" not in report["experts"]["small"]["core/scribble"]
+    assert len((out / "interactive.csv").read_text().splitlines()) == 1 + 2 * 3 * (2 * 3 + 1)  # 2 experts x 3 steps x (2 variants x 3 arms + box alone)
     alone = CliRunner().invoke(cli, args[:-1] + [str(tmp_path / "ev1"), "--no-other-row"])
     assert alone.exit_code == 0 and "other_row" not in json.loads((tmp_path / "ev1" / "interactive.json").read_text())["experts"]["small"]["core/box"]
 
