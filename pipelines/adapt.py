@@ -60,6 +60,11 @@ def adapt(
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cfg.train.threads)
     device = select_device()
     base = load_model(model, device=device)
+    interactive = base if getattr(base.network, "prompt_channels", 0) else None
+    if interactive is not None:  # adapt its automatic network; the new row is put back afterwards
+        from experts.interactive.building import automatic_bundle
+
+        base = automatic_bundle(interactive)
     manifest, chosen = _doctor_cases(base, data, expert, cases=cases, shots=shots, seed=cfg.seed)
     identity = run_identity(out, cfg, resume=resume)
     adapter = adapter_from_config(base, expert, cfg, device=device, workdir=out, resume=resume, progress=progress, run_id=identity["run_uid"])
@@ -71,7 +76,7 @@ def adapt(
     adapter.fit(labelled)
     train_seconds = time.perf_counter() - t_train
     adapt_seconds = time.perf_counter() - t0
-    summary = _write_outputs(out, adapter, model=model, cases=chosen, label_kind=label_kind, manifest=manifest)
+    summary = _write_outputs(out, adapter, model=model, cases=chosen, label_kind=label_kind, manifest=manifest, interactive=interactive)
     summary.update(seconds=round(adapt_seconds, 1), train_seconds=round(train_seconds, 1))
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     _track(cfg, out, summary, adapter, manifest, model)
@@ -133,8 +138,10 @@ def doctor_labels(manifest, expert: str, cases: list[str], *, scribbles: bool, c
     return labelled, label_kind
 
 
-def _write_outputs(out: Path, adapter, *, model: str, cases: list[str], label_kind: str, manifest) -> dict:
-    """The adapter file, the full adapted model, and the test scores; returns the summary so far."""
+def _write_outputs(out: Path, adapter, *, model: str, cases: list[str], label_kind: str, manifest, interactive=None) -> dict:
+    """The adapter file, the full adapted model, and the test scores; returns the summary so far.
+    For an ``interactive`` model the adapter holds its automatic network's new row and ``model/``
+    is the interactive model with the doctor's rows (what the adapter gives, stacked onto it)."""
     from experts.adaptation import create_init, create_trainable, save_adapter
     from experts.bundle import save_bundle
     from pipelines.runtime.models import pinned_ref
@@ -146,7 +153,12 @@ def _write_outputs(out: Path, adapter, *, model: str, cases: list[str], label_ki
     meta = {"n_shots": len(chosen), "cases": chosen, "label_kind": label_kind, "init_source": adapter.init_source_, "init_scores": adapter.init_scores_, "steps": adapter.steps_, "holdout_history": adapter.history_, "trainable_asked": asked, "rung": adapter.rung_, **({"cv": cv} if cv else {})}
     base_id = base.lineage.get("base_model_id", base.model_id)
     save_adapter(out / "adapter", net=adapter.network_, expert=adapter.expert, row=adapter.row_, base_model_id=base_id, base_ref=pinned_ref(model), init=init, trainable=trainable, forks=adapter.forks_, extra=meta)
-    save_bundle(out / "model", adapter.bundle())
+    if interactive is None:
+        save_bundle(out / "model", adapter.bundle())
+    else:
+        from experts.interactive.building import with_automatic
+
+        save_bundle(out / "model", with_automatic(interactive, adapter.bundle(), source=adapter.init_source_))
     test, zero = adapter.score_test(manifest)
     return {
         "stage": "adapt",

@@ -88,7 +88,9 @@ def read_adapter_meta(folder: str | Path) -> dict:
 
 
 def apply_adapter(bundle: ModelBundle, folder: str | Path) -> ModelBundle:
-    """Append the adapter's expert to (a copy of) ``bundle``.
+    """Append the adapter's expert to (a copy of) ``bundle``. On an interactive model the adapter
+    goes onto its automatic network, and the expert's interactive row copies the colleague the
+    adaptation started from (:func:`experts.interactive.building.with_automatic`).
 
     Raises:
         ModelFileError: the adapter belongs to another pretrained model, its expert is already in the
@@ -96,6 +98,10 @@ def apply_adapter(bundle: ModelBundle, folder: str | Path) -> ModelBundle:
     """
     folder = Path(folder)
     meta = read_adapter_meta(folder)
+    if getattr(bundle.network, "prompt_channels", 0):  # an interactive model: onto its automatic network
+        from experts.interactive.building import automatic_bundle, with_automatic
+
+        return with_automatic(bundle, apply_adapter(automatic_bundle(bundle), folder), source=meta.get("init_source"))
     base_id = bundle.lineage.get("base_model_id", bundle.model_id)
     if meta["base_model_id"] != base_id:
         raise ModelFileError(

@@ -17,22 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Callable, Sequence
 
 from experts.bundle import ModelBundle
 from experts.errors import ConfigError
+from experts.interactive.building import automatic_bundle, with_automatic
 
 __all__ = ["learn_style", "automatic_bundle", "nearest_expert"]
-
-
-def automatic_bundle(model: ModelBundle) -> ModelBundle:
-    """The automatic network of an interactive model as a model of its own (a copy)."""
-    if not getattr(model.network, "prompt_channels", 0):
-        raise ConfigError("the model takes no prompts; pass an interactive model (expertseg pretrain --interactive)")
-    net = copy.deepcopy(model.network.automatic)
-    return ModelBundle(network=net, experts=list(model.experts), plan=model.plan, arch=model.arch["kwargs"]["base"], config=model.config, model_id=model.model_id, lineage=dict(model.lineage))
 
 
 def learn_style(model: ModelBundle, expert: str, cases: Sequence, *, steps: int = 60, lr: float = 0.01, batch_size: int = 2, seed: int = 0, device: str = "cpu",
@@ -63,20 +55,7 @@ def learn_style(model: ModelBundle, expert: str, cases: Sequence, *, steps: int 
     adapter = Adapter(auto, expert, init="nearest", trainable="rows", steps=steps, lr=lr, batch_size=batch_size, eval_every=max(steps, 1), holdout="none", seed=seed, device=device, on_log=log)
     new = expert not in model.experts
     adapter = adapter.fit(list(cases)) if new else adapter.update(expert, list(cases))
-    automatic = adapter.network_.cpu()
-    automatic.merge_row_blocks()
-    net = copy.deepcopy(model.network).cpu()
-    if new:
-        source = model.experts.index(adapter.init_source_)
-        tables = net.interactive.row_tables()
-        net.interactive.add_expert({k: (g[source : source + 1], b[source : source + 1]) for k, (g, b) in tables.items()})
-        net.interactive.merge_row_blocks()
-    for p in automatic.parameters():
-        p.requires_grad_(False)
-    net.automatic = automatic
-    experts = list(model.experts) + ([expert] if new else [])
-    lineage = {**model.lineage, "adapted": list(dict.fromkeys(model.lineage.get("adapted", []) + [expert]))}
-    bundle = ModelBundle(network=net, experts=experts, plan=model.plan, arch=model.arch, config=model.config, lineage=lineage)
+    bundle = with_automatic(model, adapter.bundle(), source=getattr(adapter, "init_source_", None))
     if on_progress is not None:
         on_progress(int(steps), int(steps))
     info = {"expert": expert, "how": "fit" if new else "update", "init": getattr(adapter, "init_source_", expert) if new else expert, "steps": int(steps), "cases": [c.case for c in cases], "seconds": round(time.perf_counter() - t0, 2)}

@@ -100,3 +100,29 @@ def test_resuming_interactive_training_from_a_checkpoint_ends_with_the_same_weig
     a = torch.load(models / "inter" / "model" / "weights.pt", weights_only=True)
     b = torch.load(run / "model" / "weights.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_new_doctor_adapts_on_the_interactive_model_and_their_row_answers_prompts(models, toy_dataset_master, tmp_path):
+    from experts.interactive.session import InteractiveSession
+    from pipelines.adapt import adapt
+
+    adapt(model=str(models / "inter"), data=str(toy_dataset_master), expert="newdoc", out=str(tmp_path / "ad"), shots=2,
+          overrides=TINY + ("adapt.steps=2", "adapt.eval_every=1", "adapt.batch_size=1"), tracking="local", progress=False)
+    import torch
+
+    from pipelines.runtime.models import load_model
+
+    inter, adapted = load_bundle(models / "inter" / "model"), load_bundle(tmp_path / "ad" / "model")
+    assert adapted.experts == inter.experts + ["newdoc"] and adapted.network.prompt_channels == 7
+    summary = json.loads((tmp_path / "ad" / "summary.json").read_text())
+    source = inter.experts.index(summary["init_source"])  # the new interactive row: a copy of the nearest colleague's
+    for name, (gamma, beta) in adapted.network.interactive.row_tables().items():
+        g0, b0 = inter.network.interactive.row_tables()[name]
+        assert torch.equal(gamma[-1], g0[source]) and torch.equal(beta[-1], b0[source]) and torch.equal(gamma[:-1], g0)
+    image = str(toy_dataset_master / "imagesTs" / "test00_0000.nii.gz")
+    stacked = load_model(str(tmp_path / "ad" / "adapter"))  # the adapter file onto the interactive model: the same model
+    assert stacked.experts == adapted.experts and stacked.network.prompt_channels == 7
+    a, b = (InteractiveSession(m, image, "newdoc", target="core") for m in (adapted, stacked))
+    assert np.allclose(a.prob, b.prob, atol=1e-6)  # both start from the adapted automatic row
+    out_a, _ = a.click([10, 10, 10]), b.click([10, 10, 10])
+    assert out_a["network_calls"] >= 1 and np.allclose(a.prob, b.prob, atol=1e-6)
