@@ -27,7 +27,9 @@ __all__ = ["evaluate_interactive"]
 
 
 def evaluate_interactive(*, model: str, data: str, experts: str = "all", classes: list[str] | None = None, clicks: int = 5, max_cases: int | None = None, tolerance: float = 2.0,
-                         other_row: bool = True, out: str = "evaluate_interactive", device: str = "cpu") -> dict:
+                         other_row: bool = True, out: str = "evaluate_interactive", device: str = "cpu", progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
     from experts.data.manifest import scan_dataset
     from experts.errors import ConfigError
     from pipelines.runtime.models import load_model
@@ -54,7 +56,7 @@ def evaluate_interactive(*, model: str, data: str, experts: str = "all", classes
             by_case.setdefault(lf.case, []).append((expert, lf))
     results: dict = {e: {} for e in wanted}
     rows: list[dict] = []
-    for case in sorted(by_case):
+    for case in tqdm(sorted(by_case), desc="evaluate-interactive", unit="case", disable=not progress, leave=False):
         _case_runs(bundle, manifest, case, by_case[case], targets, results, rows, clicks=clicks, tolerance=tolerance, other_row=other_row and len(bundle.experts) > 1, device=device)
     summary = {expert: {key: _summary(arms) for key, arms in per.items()} for expert, per in results.items()}
     out_dir = Path(out)

@@ -73,7 +73,7 @@ def run(ctx) -> dict:
     inter = ctx.pretrain("interactive-model", data=data, config=config, include=pre, interactive=str(ctx.out / "runs" / "interactive-base"))
     model = str(ctx.out / "runs" / "interactive-model")
     ev_dir = ctx.out / "interactive" / "eval"
-    report = evaluate_interactive(model=model, data=str(data), experts="all", max_cases=s["max_cases"] or None, out=str(ev_dir))
+    report = evaluate_interactive(model=model, data=str(data), experts="all", max_cases=s["max_cases"] or None, out=str(ev_dir), progress=False)
     bundle = load_model(model)
     peak = matmul_peak_gflops()
     per_voxel = _flops_per_voxel(bundle)
