@@ -300,7 +300,7 @@ def _interactive_batches(cfg: Config, net, loader, *, plan, start_step: int, ran
 
     i = cfg.interactive
     try:
-        sim = InteractionSimulator(rounds=i.rounds, no_prompt=i.no_prompt, first=tuple(i.first), scribble_corrections=i.scribble_corrections, encoding=PromptEncoding(click_radius=i.click_radius, scribble_radius=i.scribble_radius, decay=i.decay))
+        sim = InteractionSimulator(rounds=i.rounds, no_prompt=i.no_prompt, first=tuple(i.first), scribble_corrections=i.scribble_corrections, other_prior=i.other_prior, encoding=PromptEncoding(click_radius=i.click_radius, scribble_radius=i.scribble_radius, decay=i.decay))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return interactive_batches(loader, net, sim, num_classes=plan.num_classes, seed=cfg.seed, start_step=start_step, rank=rank, device=device)

@@ -4,7 +4,12 @@ Per sample of a batch (ScribblePrompt's and nnInteractive's training, in 3D):
 
 1. a target class among the foreground classes its label annotates; the label becomes binary
    (target, rest, ignore where unannotated);
-2. the previous-prediction channel starts as the automatic model's probability of that class;
+2. the previous-prediction channel starts as the automatic model's probability of that class, or,
+   with probability ``other_prior``, as another expert's automatic answer (a random other row). On
+   the training cases the automatic model is close to right, so a network always started there
+   learns to keep the previous prediction and gives prompts little weight; on a new scan the
+   automatic answer can be far off, and a prior in another expert's style teaches the network to
+   follow the prompts and its own row instead;
 3. a first prompt (``first``: a box from the ``box`` style, clicks from the ``clicks`` style, or
    scribbles from the ``line`` style, all on the binary label), or, with probability
    ``no_prompt``, none at all (the network then learns to keep the automatic answer's right parts);
@@ -47,6 +52,8 @@ class InteractionSimulator:
         no_prompt: probability that a sample gets no prompt at all.
         first: the first-prompt kinds to draw from (``box``, ``clicks``, ``scribbles``).
         scribble_corrections: probability that a correction is a scribble instead of a click.
+        other_prior: probability that a sample's previous prediction starts as another expert's
+            automatic answer instead of its own expert's.
         encoding: how prompts become channels.
     """
 
@@ -54,14 +61,15 @@ class InteractionSimulator:
     no_prompt: float = 0.1
     first: tuple[str, ...] = FIRST_PROMPTS
     scribble_corrections: float = 0.3
+    other_prior: float = 0.0
     encoding: PromptEncoding = field(default_factory=PromptEncoding)
 
     def __post_init__(self):
         unknown = [k for k in self.first if k not in FIRST_PROMPTS]
         if unknown or not self.first:
             raise ValueError(f"interactive.first must list some of {', '.join(FIRST_PROMPTS)}, got {list(self.first)}")
-        if self.rounds < 0 or not 0 <= self.no_prompt <= 1 or not 0 <= self.scribble_corrections <= 1:
-            raise ValueError("interactive: rounds must be >= 0, no_prompt and scribble_corrections in [0, 1]")
+        if self.rounds < 0 or not all(0 <= v <= 1 for v in (self.no_prompt, self.scribble_corrections, self.other_prior)):
+            raise ValueError("interactive: rounds must be >= 0, no_prompt, scribble_corrections and other_prior in [0, 1]")
 
     def get_params(self) -> dict:
         return {**asdict(self), "first": list(self.first)}
@@ -96,6 +104,17 @@ class InteractionSimulator:
         return error_click(prediction, target, annotated, spacing=spacing)
 
     # --- a batch ------------------------------------------------------------------------------
+    def prior(self, network, batch: Batch, target: torch.Tensor, *, rng: np.random.Generator) -> torch.Tensor:
+        """``[B, 1, *S]``: the previous prediction a sample starts from: its expert's automatic
+        probability of the target class, or (``other_prior``) a random other expert's."""
+        rows = batch.expert.clone()
+        n = network.automatic.num_experts
+        swap = [bool(self.other_prior > 0 and n > 1 and rng.random() < self.other_prior) for _ in range(len(rows))]  # no draw when off: the same prompts as before
+        for i in (i for i, on in enumerate(swap) if on):
+            others = [r for r in range(n) if r != int(rows[i])]
+            rows[i] = int(rng.choice(others))
+        return network.automatic_probability(batch.image, rows, target).to(batch.image.dtype)
+
     def channels(self, previous: torch.Tensor, prompts: list[list[Prompt]]) -> torch.Tensor:
         """``[B, 7, *S]``: the previous prediction ``[B, 1, *S]`` and each sample's prompts."""
         region = tuple(slice(0, s) for s in previous.shape[2:])
@@ -117,7 +136,7 @@ class InteractionSimulator:
         targets = [lab == c for lab, c in zip(labels, classes)]
         target = torch.as_tensor(classes, dtype=torch.long, device=batch.image.device)
         spacing = batch.spacing.cpu().numpy()
-        previous = network.automatic_probability(batch.image, batch.expert, target).to(batch.image.dtype)
+        previous = self.prior(network, batch, target, rng=rng)
         prompts = [[] if rng.random() < self.no_prompt else self.first_prompts(t, a, rng=rng, spacing=s) for t, a, s in zip(targets, annotated, spacing)]
         prompted = [bool(p) for p in prompts]
         for r in range(int(rng.integers(0, self.rounds + 1)) + 1):

@@ -175,6 +175,7 @@ class InteractiveConfig:
     no_prompt: float = 0.1  #: probability of a sample without any prompt
     first: list[str] = field(default_factory=lambda: ["box", "clicks", "scribbles"])  #: first-prompt kinds
     scribble_corrections: float = 0.3  #: probability that a correction is a scribble
+    other_prior: float = 0.0  #: probability that the previous prediction starts as another expert's automatic answer
     click_radius: int = 2  #: voxels (model grid)
     scribble_radius: int = 1  #: voxels (model grid)
     decay: float = 0.98  #: weight of a prompt per newer prompt

@@ -53,6 +53,21 @@ def test_a_simulated_batch_holds_prompts_a_target_and_a_binary_label_with_ignore
     assert torch.equal(again.prompts, out.prompts)  # same generator, same prompts
 
 
+def test_other_prior_starts_the_previous_prediction_from_another_experts_automatic_answer():
+    net = bundle().network
+    with torch.no_grad():  # two rows that answer differently
+        for layer in net.automatic.cin_layers().values():
+            layer.beta[0][1] += 1.5
+    image, label = blobs(np.random.default_rng(0))
+    batch = Batch(image=image, label=label, expert=torch.tensor([0, 1]), spacing=torch.ones(2, 3))
+    target = torch.tensor([1, 1])
+    own = net.automatic_probability(image, batch.expert, target)
+    swapped = net.automatic_probability(image, torch.tensor([1, 0]), target)
+    assert not torch.allclose(own, swapped)
+    assert torch.equal(InteractionSimulator(other_prior=0.0).prior(net, batch, target, rng=np.random.default_rng(0)), own)
+    assert torch.equal(InteractionSimulator(other_prior=1.0).prior(net, batch, target, rng=np.random.default_rng(0)), swapped)
+
+
 def test_after_a_short_toy_training_a_positive_click_inside_a_missed_blob_turns_it_on():
     from experts.interactive.session import InteractiveSession
     from experts.losses import TermContext, build_loss
