@@ -338,12 +338,14 @@ def annotate(model, data, expert, host, port, out, learn_steps, device):
 @click.option("--classes", default=None, help="Comma-separated classes (default: every foreground class).")
 @click.option("--clicks", default=5, show_default=True, help="Corrective clicks after the first prompt.")
 @click.option("--max-cases", type=int, default=None, help="At most this many test cases per expert.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]), help="Score on the held-out cases, or on training cases named with --cases (validation cases: choose settings without touching the test cases).")
+@click.option("--cases", default=None, help="Comma-separated cases to score (default: every case of --split).")
 @click.option("--tolerance", default=2.0, show_default=True, help="NSD tolerance in mm (the challenge's 2 mm).")
 @click.option("--other-row/--no-other-row", default=True, show_default=True, help="Also run each session on the nearest other expert's row (same prompts; its own corrections): does the row matter?")
 @click.option("--out", default="evaluate_interactive", show_default=True, type=click.Path(file_okay=False), help="Where to write interactive.json, interactive.csv and dice_per_interaction.png.")
 @click.option("--device", default="cpu", show_default=True)
 @user_errors
-def evaluate_interactive(model, data, experts, classes, clicks, max_cases, tolerance, other_row, out, device):
+def evaluate_interactive(model, data, experts, classes, clicks, max_cases, split, cases, tolerance, other_row, out, device):
     """The CVPR 2025 interactive 3D protocol: a box (or a scribble), then 5 clicks at the largest error.
 
     \b
@@ -353,7 +355,7 @@ def evaluate_interactive(model, data, experts, classes, clicks, max_cases, toler
     from pipelines.evaluate_interactive import evaluate_interactive as run
     from pipelines.runtime.common import parse_list
 
-    run(model=model, data=data, experts=experts, classes=parse_list(classes), clicks=clicks, max_cases=max_cases, tolerance=tolerance, other_row=other_row, out=out, device=device)
+    run(model=model, data=data, experts=experts, classes=parse_list(classes), clicks=clicks, max_cases=max_cases, split=split, cases=parse_list(cases), tolerance=tolerance, other_row=other_row, out=out, device=device)
 
 
 @cli.command()

@@ -1,6 +1,8 @@
 """``expertseg evaluate-interactive``: the interactive 3D challenge's protocol per expert, class and case.
 
-For every requested expert, each held-out case that expert labelled densely and each foreground
+For every requested expert, each held-out case that expert labelled densely (or, with ``split``
+"train" and ``cases``, training cases a model never trained on: a pretraining's validation cases,
+to choose settings without the test cases) and each foreground
 class present: a fresh session in that expert's style, the box-first and the scribble-first runs
 of :func:`experts.interactive.protocol.run_protocol`. Writes ``interactive.json`` (per expert and
 variant: Dice and NSD after each step, their AUCs, final values, seconds per interaction, the
@@ -27,7 +29,7 @@ __all__ = ["evaluate_interactive"]
 
 
 def evaluate_interactive(*, model: str, data: str, experts: str = "all", classes: list[str] | None = None, clicks: int = 5, max_cases: int | None = None, tolerance: float = 2.0,
-                         other_row: bool = True, out: str = "evaluate_interactive", device: str = "cpu", progress: bool = True) -> dict:
+                         other_row: bool = True, split: str = "test", cases: list[str] | None = None, out: str = "evaluate_interactive", device: str = "cpu", progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from experts.data.manifest import scan_dataset
@@ -47,11 +49,18 @@ def evaluate_interactive(*, model: str, data: str, experts: str = "all", classes
     bad = [c for c in targets if c not in names]
     if bad:
         raise ConfigError(f"--classes: {', '.join(bad)} not among the model's classes {', '.join(names)}")
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    folder = "labelsTs" if split == "test" else "labelsTr"
+    known = {lf.case for lf in manifest.labels_of(split=split)}
+    stray = sorted(set(cases or []) - known)
+    if stray:
+        raise ConfigError(f"--cases: {', '.join(stray)} not among the {split} cases of {data}")
     by_case: dict[str, list] = {}
     for expert in wanted:
-        labels = [lf for lf in manifest.labels_of(expert=expert, split="test") if lf.kind == "dense"][:max_cases]
+        labels = [lf for lf in manifest.labels_of(expert=expert, split=split) if lf.kind == "dense" and (cases is None or lf.case in cases)][:max_cases]
         if not labels:
-            raise ConfigError(f"{data}: expert {expert} has no dense held-out labels (labelsTs/{expert}/); the protocol needs them")
+            raise ConfigError(f"{data}: expert {expert} has no dense {split} labels ({folder}/{expert}/" + (f", cases {', '.join(cases)}" if cases else "") + "); the protocol needs them")
         for lf in labels:
             by_case.setdefault(lf.case, []).append((expert, lf))
     results: dict = {e: {} for e in wanted}
@@ -61,7 +70,7 @@ def evaluate_interactive(*, model: str, data: str, experts: str = "all", classes
     summary = {expert: {key: _summary(arms) for key, arms in per.items()} for expert, per in results.items()}
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"model": model, "data": str(data), "clicks": clicks, "tolerance_mm": tolerance, "grid": "model", "experts": summary}
+    report = {"model": model, "data": str(data), "split": split, "cases": sorted(by_case), "clicks": clicks, "tolerance_mm": tolerance, "grid": "model", "experts": summary}
     (out_dir / "interactive.json").write_text(json.dumps(report, indent=2))
     _write_csv(out_dir / "interactive.csv", rows)
     _plot(out_dir / "dice_per_interaction.png", summary, clicks=clicks)

@@ -380,6 +380,7 @@ def _finish(cfg: Config, s: PretrainSetup, *, out: Path, run: _Run, tracker, ctx
         "out": str(out.resolve()),
         "model": str((out / "model").resolve()),
         "experts": s.experts,
+        "val_cases": s.val_cases,  # never trained on: where settings can be chosen (evaluate-interactive --split train --cases)
         "test_dice": test,
         "seconds": round(seconds[0], 1),
         "train_seconds": round(seconds[1], 1),

@@ -126,3 +126,13 @@ def test_a_new_doctor_adapts_on_the_interactive_model_and_their_row_answers_prom
     assert np.allclose(a.prob, b.prob, atol=1e-6)  # both start from the adapted automatic row
     out_a, _ = a.click([10, 10, 10]), b.click([10, 10, 10])
     assert out_a["network_calls"] >= 1 and np.allclose(a.prob, b.prob, atol=1e-6)
+
+
+def test_evaluate_interactive_scores_named_training_cases_and_refuses_unknown_ones(models, toy_dataset_master, tmp_path):
+    base = ["evaluate-interactive", "--model", str(models / "inter"), "--data", str(toy_dataset_master), "--expert", "small", "--classes", "core", "--clicks", "1", "--no-other-row"]
+    result = CliRunner().invoke(cli, base + ["--split", "train", "--cases", "case01", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "interactive.json").read_text())
+    assert report["split"] == "train" and report["cases"] == ["case01"] and report["experts"]["small"]["core/box"]["cases"] == 1
+    bad = CliRunner().invoke(cli, base + ["--split", "train", "--cases", "test00", "--out", str(tmp_path / "ev2")])
+    assert bad.exit_code == 2 and "not among the train cases" in bad.output
