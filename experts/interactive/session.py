@@ -13,8 +13,9 @@ can call it as it is; :meth:`InteractiveSession.mask` is the one that returns an
 The scan goes onto the model's grid (RAS, the plan's spacing) as in ``predict``. The mask starts as
 the automatic model's probability of the class (``target``) for that expert. Each interaction runs
 the promptable network on a crop around the prompt and the object it touches
-(:mod:`experts.interactive.geometry`), grown while the answer reaches the crop's border, pastes
-the crop's probabilities back and records what it replaced: :meth:`undo` puts those values back
+(:mod:`experts.interactive.geometry`), grown while the edited object reaches the crop's border,
+pastes the crop's probabilities back except on objects of the mask that the prompt does not touch
+(the other hemisphere's nucleus in the same crop keeps its mask) and records what it replaced: :meth:`undo` puts those values back
 bit for bit, :meth:`redo` the new ones. The mask on the input grid (:meth:`mask`, :meth:`save`) is
 the probability resampled onto the input's exact shape and affine, thresholded at 0.5.
 """
@@ -174,18 +175,36 @@ class InteractiveSession:
         self._work = [0, 0]
         while True:
             answer = self._predict(region)
-            axes = [a for a in touching_axes(answer > 0.5, region, self.prob.shape) if region[a].stop - region[a].start < limit[a]]
+            edited = self._edited(region, answer, prompt)
+            axes = [a for a in touching_axes((answer > 0.5) & edited, region, self.prob.shape) if region[a].stop - region[a].start < limit[a]]
             if not axes:
                 break
             region = grow(region, axes, shape=self.prob.shape, divisor=self.model.network.divisor)
         before = self.prob[region].copy()
-        self.prob[region] = answer
-        self.undo_stack.append((region, before, answer, prompt))
+        after = np.where(edited, answer, before).astype(np.float32)
+        self.prob[region] = after
+        self.undo_stack.append((region, before, after, prompt))
         self.redo_stack.clear()
         seconds = time.perf_counter() - t0
         self.seconds_.append(seconds)
         return {"step": len(self.prompts), "seconds": round(seconds, 4), "crop": [[s.start for s in region], [s.stop - 1 for s in region]], "voxels": int((self.prob > 0.5).sum()),
                 "network_calls": self._work[0], "network_voxels": self._work[1]}
+
+    def _edited(self, region: tuple[slice, ...], answer: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """Where the crop's answer replaces the mask: everywhere but the objects of the current
+        mask that the prompt does not touch (components, 26-connected, of the old mask joined with
+        the answer, that hold old mask voxels and miss the prompt's footprint). A click on the left
+        thalamus edits the left thalamus; the right one, also in the crop, keeps its mask and does
+        not grow the crop."""
+        from scipy import ndimage as ndi
+
+        old = self.prob[region] > 0.5
+        comps, n = ndi.label((answer > 0.5) | old, structure=np.ones((3, 3, 3), bool))
+        if n == 0 or not old.any():
+            return np.ones(answer.shape, bool)
+        footprint = render_prompts([prompt], region, encoding=self.encoding).any(0)
+        kept = np.setdiff1d(np.unique(comps[old]), np.unique(comps[footprint]))
+        return ~np.isin(comps, kept)
 
     def _first_crop(self, prompt: Prompt) -> tuple[slice, ...]:
         """Around the prompt and the current object's components that the prompt touches."""

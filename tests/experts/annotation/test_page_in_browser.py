@@ -70,7 +70,11 @@ def test_click_changes_the_overlay_and_save_writes_the_label_with_the_images_aff
     before = int(browser.evaluate("document.body.dataset.maskVoxels"))
 
     browser.evaluate("document.querySelector('input[name=tool][value=\"click+\"]').click()")
-    x, y = browser.evaluate("window.expertseg.screenOf('axial', [16, 16, 12])")
+    # a voxel of the current mask on the axial slice shown: a click on an object edits it (the toy network's answer is arbitrary)
+    on = browser.evaluate("(() => { const S = window.expertseg, [X, Y] = S.shape, z = S.cross[2]; "
+                          "for (let y = 0; y < Y; y++) for (let x = 0; x < X; x++) if (S.mask[x + X * (y + Y * z)]) return [x, y, z]; return null; })()")
+    assert on is not None, "the starting mask is empty on the axial slice shown"
+    x, y = browser.evaluate(f"window.expertseg.screenOf('axial', {on})")
     browser.click(x, y)
     browser.wait_for("window.expertseg.lastAnswer !== null && window.expertseg.busy === 0")
     after = int(browser.evaluate("document.body.dataset.maskVoxels"))

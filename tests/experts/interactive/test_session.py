@@ -163,3 +163,17 @@ def test_each_interaction_reports_the_network_calls_and_the_voxels_they_ran_on()
     assert out["network_calls"] > 1 and out["network_voxels"] >= 16**3 + 48**3
     fixed = InteractiveSession(bundle, blob_image((48, 48, 48)), "a", max_zoom=1.0).click([24, 24, 24])
     assert fixed["network_calls"] == 1 and fixed["network_voxels"] == 16**3
+
+
+def test_an_interaction_edits_the_object_it_touches_and_leaves_the_others_in_the_crop_as_they_were():
+    start = np.zeros((24, 24, 24), np.float32)
+    start[5:9, 5:9, 5:9] = 0.9     # the object clicked on
+    start[12:15, 5:9, 5:9] = 0.8   # another object of the class (the other thalamus), inside the same crop
+    session = InteractiveSession(toy_bundle(), blob_image(), "a", start=start)  # the network answers 0.5: no object
+    out = session.click([6, 6, 6], positive=False)
+    lo, hi = out["crop"]
+    assert lo[0] <= 12 and hi[0] >= 14  # the other object lies inside the crop ...
+    assert (session.prob[5:9, 5:9, 5:9] <= 0.5).all()  # ... the clicked one is gone,
+    assert np.array_equal(session.prob[12:15, 5:9, 5:9], start[12:15, 5:9, 5:9])  # the other is untouched
+    session.undo()
+    assert np.array_equal(session.prob, start)
