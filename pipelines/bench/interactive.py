@@ -58,8 +58,8 @@ def run(ctx) -> dict:
     from experts.data.demo import make_demo_dataset
     from experts.data.manifest import scan_dataset
     from pipelines.bench.speed import matmul_peak_gflops
-    from pipelines.evaluate_interactive import evaluate_interactive
     from pipelines.runtime.models import load_model
+    from pipelines.runtime.stages import stage_runner
 
     s = settings(ctx)
     data = ctx.out / "nuclei"
@@ -73,7 +73,7 @@ def run(ctx) -> dict:
     inter = ctx.pretrain("interactive-model", data=data, config=config, include=pre, interactive=str(ctx.out / "runs" / "interactive-base"))
     model = str(ctx.out / "runs" / "interactive-model")
     ev_dir = ctx.out / "interactive" / "eval"
-    report = evaluate_interactive(model=model, data=str(data), experts="all", max_cases=s["max_cases"] or None, out=str(ev_dir), progress=False)
+    report = stage_runner("evaluate-interactive")(model=model, data=str(data), experts="all", max_cases=s["max_cases"] or None, out=str(ev_dir), progress=False)
     bundle = load_model(model)
     peak = matmul_peak_gflops()
     per_voxel = _flops_per_voxel(bundle)

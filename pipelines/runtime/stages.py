@@ -1,5 +1,5 @@
 """The stage runs that other commands launch by name: ``tune --stage pretrain|adapt`` runs trials
-of a stage, the bench runs pretrainings and adaptations. A command that runs another stage asks
+of a stage, the bench runs pretrainings, adaptations and interactive evaluations. A command that runs another stage asks
 for it here, by name, instead of importing that command's module; a stage's module is imported
 only when the stage is run (so ``expertseg --help`` stays light).
 """
@@ -17,6 +17,7 @@ __all__ = ["STAGES", "stage_runner"]
 STAGES = {
     "pretrain": "pipelines.pretrain:pretrain",
     "adapt": "pipelines.adapt:adapt",
+    "evaluate-interactive": "pipelines.evaluate_interactive:evaluate_interactive",
 }
 
 
