@@ -43,6 +43,7 @@ class PretrainSetup:
     items: list
     arch: dict
     model_experts: list | None = None  #: the model's rows when they are not the trained experts (interactive)
+    base_model_id: str = ""  #: the pretrained model an interactive one starts from (its automatic network)
 
 
 def setup_pretraining(cfg: Config, data: str | Path, *, include=None, exclude=None, cases: list[str] | None = None) -> PretrainSetup:
@@ -120,7 +121,8 @@ def _interactive_setup(cfg: Config, s: PretrainSetup) -> PretrainSetup:
     items = [SampleItem(it.case, it.expert, it.kind, rows[it.expert]) for it in s.items]
     net = bundle.network
     net.check_input_size(bundle.plan.patch_size)
-    return dataclasses.replace(s, rows=rows, plan=bundle.plan, network=net, items=items, arch=bundle.arch, val_cases=[], model_experts=list(base.experts))
+    return dataclasses.replace(s, rows=rows, plan=bundle.plan, network=net, items=items, arch=bundle.arch, val_cases=[], model_experts=list(base.experts),
+                               base_model_id=bundle.lineage["base_model_id"])
 
 
 def pretrain(
@@ -366,7 +368,7 @@ def _finish(cfg: Config, s: PretrainSetup, *, out: Path, run: _Run, tracker, ctx
     test = {} if interactive else score_test_cases(run.net, s.manifest, s.plan, s.rows, device=run.device, sw_batch_size=cfg.predict.sw_batch_size)
     tracker.log_metrics(_dice_metrics("test", test), step=cfg.train.steps)
     experts = ["pooled"] if cfg.sampling.pool_experts else s.model_experts or s.experts
-    lineage = {"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id, **({"base_model": cfg.interactive.model} if interactive else {})}
+    lineage = {"dataset": s.manifest.spec.name, "data_fingerprint": s.manifest.fingerprint(), "mlflow_run_id": tracker.run_id, **({"base_model": cfg.interactive.model, "base_model_id": s.base_model_id} if interactive else {})}
     bundle = ModelBundle(network=run.net, experts=experts, plan=s.plan, arch=s.arch, config=config_to_dict(cfg), lineage=lineage)
     save_bundle(out / "model", bundle)
     tracker.log_artifact(out / "model", "model")

@@ -126,6 +126,11 @@ def test_a_new_doctor_adapts_on_the_interactive_model_and_their_row_answers_prom
     assert np.allclose(a.prob, b.prob, atol=1e-6)  # both start from the adapted automatic row
     out_a, _ = a.click([10, 10, 10]), b.click([10, 10, 10])
     assert out_a["network_calls"] >= 1 and np.allclose(a.prob, b.prob, atol=1e-6)
+    from experts.inference import predict_experts
+
+    plain = load_model(str(models / "pre"), adapters=[str(tmp_path / "ad" / "adapter")])  # and onto the pretrained model
+    probs = predict_experts(plain.network, a.image, [plain.experts.index("newdoc")], patch_size=plain.plan.patch_size)[0, 1].numpy()
+    assert plain.experts[-1] == "newdoc" and np.allclose(probs, InteractiveSession(adapted, image, "newdoc", target="core").prob, atol=1e-5)
 
 
 def test_evaluate_interactive_scores_named_training_cases_and_refuses_unknown_ones(models, toy_dataset_master, tmp_path):
@@ -136,3 +141,15 @@ def test_evaluate_interactive_scores_named_training_cases_and_refuses_unknown_on
     assert report["split"] == "train" and report["cases"] == ["case01"] and report["experts"]["small"]["core/box"]["cases"] == 1
     bad = CliRunner().invoke(cli, base + ["--split", "train", "--cases", "test00", "--out", str(tmp_path / "ev2")])
     assert bad.exit_code == 2 and "not among the train cases" in bad.output
+
+
+def test_an_adapter_of_the_pretrained_model_stacks_onto_its_interactive_model(models, toy_dataset_master, tmp_path):
+    from experts.interactive.session import InteractiveSession
+    from pipelines.adapt import adapt
+    from pipelines.runtime.models import load_model
+
+    adapt(model=str(models / "pre"), data=str(toy_dataset_master), expert="newdoc", out=str(tmp_path / "ad"), shots=2,
+          overrides=TINY + ("adapt.steps=2", "adapt.eval_every=1", "adapt.batch_size=1"), tracking="local", progress=False)
+    stacked = load_model(str(models / "inter"), adapters=[str(tmp_path / "ad" / "adapter")])
+    assert stacked.experts[-1] == "newdoc" and stacked.network.prompt_channels == 7
+    assert InteractiveSession(stacked, str(toy_dataset_master / "imagesTs" / "test00_0000.nii.gz"), "newdoc", target="core").click([10, 10, 10])["step"] == 1
