@@ -21,20 +21,9 @@ FRACTION = 0.95  #: of the dedicated model's Dice: the simulated doctor's goal
 
 
 def settings(ctx) -> dict:
-    from experts.errors import ConfigError
+    from pipelines.bench.runner import suite_options
 
-    out = dict(OPTIONS)
-    for key, value in (getattr(ctx, "options", None) or {}).items():
-        suite, _, name = key.partition(".")
-        if suite != "annotation":
-            continue
-        if name not in OPTIONS:
-            raise ConfigError(f"--option {key}: unknown; known: {', '.join(f'annotation.{k}' for k in OPTIONS)}")
-        try:
-            out[name] = int(value)
-        except ValueError:
-            raise ConfigError(f"--option {key}={value}: must be a whole number") from None
-    return out
+    return suite_options(ctx, "annotation", OPTIONS)
 
 
 def run(ctx) -> dict:

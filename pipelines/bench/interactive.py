@@ -35,21 +35,9 @@ SPACING = {"full": 2.0}  #: the nuclei demo's spacing per mode (others: the mode
 
 
 def settings(ctx) -> dict:
-    from experts.errors import ConfigError
+    from pipelines.bench.runner import suite_options
 
-    out = dict(OPTIONS)
-    for key, value in (getattr(ctx, "options", None) or {}).items():
-        suite, _, name = key.partition(".")
-        if suite != "interactive":
-            continue
-        if name not in OPTIONS:
-            raise ConfigError(f"--option {key}: unknown; known: {', '.join(f'interactive.{k}' for k in OPTIONS)}")
-        kind = type(OPTIONS[name])
-        try:
-            out[name] = kind(value)
-        except ValueError:
-            raise ConfigError(f"--option {key}={value}: must be a {'whole ' if kind is int else ''}number") from None
-    return out
+    return suite_options(ctx, "interactive", OPTIONS)
 
 
 def run(ctx) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["BenchContext", "run_bench", "SUITES", "MODES"]
+__all__ = ["BenchContext", "run_bench", "suite_options", "SUITES", "MODES"]
 
 #: mode -> demo data size, config, how many adaptation seeds (and the speed suite's sizes, speed.SIZES)
 MODES = {
@@ -94,6 +94,26 @@ class BenchContext:
         self.runs.update(old.get("runs", {}))
         self.seconds.update(old.get("seconds", {}))
         self.commands.extend(old.get("commands", []))
+
+
+def suite_options(ctx, suite: str, defaults: dict) -> dict:
+    """``defaults`` with the ``--option <suite>.<key>=<value>`` of ``ctx.options`` applied, each
+    value read as its default's type (a whole number or a number)."""
+    from experts.errors import ConfigError
+
+    out = dict(defaults)
+    for key, value in (getattr(ctx, "options", None) or {}).items():
+        name_suite, _, name = key.partition(".")
+        if name_suite != suite:
+            continue
+        if name not in defaults:
+            raise ConfigError(f"--option {key}: unknown; known: {', '.join(f'{suite}.{k}' for k in defaults)}")
+        kind = type(defaults[name])
+        try:
+            out[name] = kind(value)
+        except ValueError:
+            raise ConfigError(f"--option {key}={value}: must be a {'whole ' if kind is int else ''}number") from None
+    return out
 
 
 def machine() -> dict:
