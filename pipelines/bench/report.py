@@ -89,6 +89,7 @@ def _suite_plots(ctx, folder: Path) -> list[Path]:
     """The figures the extra suites draw themselves."""
     made = [p for p in [capacity.plot(ctx, folder)] if p is not None] + _regulariser_plots(ctx, folder)
     made += [selection.plot(ctx.results["selection"], folder)] if ctx.results.get("selection") else []
+    made += [annotation.plot(ctx.results["annotation"], folder)] if ctx.results.get("annotation", {}).get("experts") else []
     return made + ([interactive.plot(ctx.results["interactive"], folder)] if ctx.results.get("interactive") else [])
 
 

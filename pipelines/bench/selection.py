@@ -92,7 +92,9 @@ def run(ctx) -> dict:
     for h in _held_out(manifest, s):
         base = ctx.pretrain("cin", include=pre) if h not in pre else ctx.pretrain(f"without-{h}", include=[e for e in pre if e != h])
         out["held_out"][h] = _expert(ctx, manifest, h, base, out["settings"], memo)
-    out["verdict"] = verdict(out)
+        out["verdict"] = verdict(out)
+        ctx.results["selection"] = out  # each finished expert is kept, should a later one be interrupted
+        ctx.save()
     return out
 
 

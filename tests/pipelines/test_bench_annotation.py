@@ -14,15 +14,21 @@ def tiny_mode(monkeypatch):
 
 def test_annotation_suite_runs_both_arms_and_writes_its_section(tiny_mode, tmp_path):
     md = tmp_path / "BENCHMARKS.md"
-    options = {"annotation.cases": "4", "annotation.max_clicks": "2", "annotation.learn_steps": "2"}
+    options = {"annotation.experts": "drnew", "annotation.cases": "4", "annotation.max_clicks": "2", "annotation.learn_steps": "2"}
     result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), write=str(md), command="expertseg bench --suite annotation", options=options)
     r = result["results"]["annotation"]
-    assert r["expert"] == "drnew" and len(r["cases"]) == 4 and 0 < r["goal"] < 1
+    assert list(r["experts"]) == ["drnew"]
+    e = r["experts"]["drnew"]
+    assert len(e["cases"]) == 4 and 0 < e["goal"] < 1
+    assert set(e["dedicated"]) == {"multi_expert", "scratch_all"} and e["dedicated_dice"] == max(e["dedicated"].values())
+    assert abs(e["goal"] - 0.95 * e["dedicated_dice"]) < 1e-9
     for arm in ("adapting", "control"):
-        rows = r["arms"][arm]["rows"]
-        assert [x["case"] for x in rows] == r["cases"] and all(0 <= x["clicks"] <= 2 for x in rows)
-    assert r["arms"]["adapting"]["rows"][1]["start"] == "drnew-page" and r["arms"]["control"]["rows"][1]["start"] == r["start"]
-    assert "## Learning from corrections" in md.read_text()
+        rows = e["arms"][arm]["rows"]
+        assert [x["case"] for x in rows] == e["cases"] and all(0 <= x["clicks"] <= 2 for x in rows)
+    assert e["arms"]["adapting"]["rows"][1]["start"] == "drnew-page" and e["arms"]["control"]["rows"][1]["start"] == e["start"]
+    text = md.read_text()
+    assert "## Learning from corrections" in text and "### `drnew`" in text and "learning_from_corrections.png" in text
+    assert (tmp_path / "b" / "figures" / "learning_from_corrections.png").is_file()
     assert not (tmp_path / "b" / "annotation" / "adapting" / "data").exists()  # the copies are removed
 
 
@@ -31,3 +37,10 @@ def test_an_unknown_option_is_refused(tiny_mode, tmp_path):
 
     with pytest.raises(ConfigError, match="annotation.clicks"):
         runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options={"annotation.clicks": "3"})
+
+
+def test_an_expert_that_is_not_a_new_doctor_is_refused(tiny_mode, tmp_path):
+    from experts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a new doctor"):
+        runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options={"annotation.experts": "ref"})
