@@ -31,7 +31,8 @@ __all__ = ["correction_loop", "dice"]
 def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[str], goal: float, start: str, max_clicks: int = 10, learn: bool = True,
                     learn_steps: int = 60, device: str = "cpu", on_case: Callable[[dict], None] | None = None) -> list[dict]:
     """Run the loop; returns one record per case: ``case``, ``start`` (the row the session used),
-    ``clicks``, ``reached`` (goal met), ``dice_before``, ``dice_after``, ``model_seconds`` (the
+    ``clicks``, ``reached`` (goal met), ``dice_before``, ``dice_after``, ``dice_per_click`` (the mean
+    Dice before and after each click), ``model_seconds`` (the
     interactions' network time), ``learn_seconds`` (adaptation after the case)."""
     from experts.annotation.labels import compose_label
     from experts.annotation.learning import learn_style
@@ -55,6 +56,7 @@ def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[
 
         before = scores()
         now, clicks = before, 0
+        trace = [float(np.mean(list(before.values())))]
         while np.mean(list(now.values())) < goal and clicks < max_clicks:
             prompt = None
             for c in sorted(now, key=lambda k: now[k]):
@@ -66,6 +68,7 @@ def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[
                 break
             clicks += 1
             now = scores()
+            trace.append(float(np.mean(list(now.values()))))
 
         def back(a):
             return to_input_grid(a, model_affine=first.model_affine, input_affine=first.input_affine, input_shape=first.input_shape)
@@ -73,7 +76,7 @@ def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[
         label = compose_label({c: s.prob for c, s in sessions.items()}, to_input=back, mode="dense")
         store.save(case, label, mode="dense", record={"simulated": True, "truth": truth, "start_expert": row, "clicks": clicks})
         record = {"case": case, "start": row, "clicks": clicks, "reached": bool(np.mean(list(now.values())) >= goal), "dice_before": float(np.mean(list(before.values()))),
-                  "dice_after": float(np.mean(list(now.values()))), "model_seconds": round(float(sum(sum(s.seconds_) for s in sessions.values())), 3), "learn_seconds": 0.0}
+                  "dice_after": float(np.mean(list(now.values()))), "dice_per_click": trace, "model_seconds": round(float(sum(sum(s.seconds_) for s in sessions.values())), 3), "learn_seconds": 0.0}
         if learn:
             t0 = time.perf_counter()
             model, _ = learn_style(model, as_expert, store.labelled_cases(), steps=learn_steps, device=device)

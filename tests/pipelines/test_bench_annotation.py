@@ -24,7 +24,7 @@ def test_annotation_suite_runs_both_arms_and_writes_its_section(tiny_mode, tmp_p
     assert abs(e["goal"] - 0.95 * e["dedicated_dice"]) < 1e-9
     for arm in ("adapting", "control"):
         rows = e["arms"][arm]["rows"]
-        assert [x["case"] for x in rows] == e["cases"] and all(0 <= x["clicks"] <= 2 for x in rows)
+        assert [x["case"] for x in rows] == e["cases"] and all(0 <= x["clicks"] <= 2 and len(x["dice_per_click"]) == x["clicks"] + 1 for x in rows)
     assert e["arms"]["adapting"]["rows"][1]["start"] == "drnew-page" and e["arms"]["control"]["rows"][1]["start"] == e["start"]
     text = md.read_text()
     assert "## Learning from corrections" in text and "### `drnew`" in text and "learning_from_corrections.png" in text
@@ -44,3 +44,19 @@ def test_an_expert_that_is_not_a_new_doctor_is_refused(tiny_mode, tmp_path):
 
     with pytest.raises(ConfigError, match="not a new doctor"):
         runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options={"annotation.experts": "ref"})
+
+
+def _rows(clicks):
+    return [{"clicks": c} for c in clicks]
+
+
+@pytest.mark.parametrize("adapting, control, expected", [
+    ([10, 2, 1, 0, 1], [10, 9, 10, 8, 10], "met"),
+    ([10, 2, 10, 1, 10], [10, 2, 1, 0, 1], "not met: the fall is not the adaptation's"),  # the control falls as far
+    ([10, 9, 10, 8, 10], [10, 10, 10, 10, 10], "not met: clicks fell 20 %"),
+    ([0, 0, 0, 0, 0], [0, 0, 0, 0, 0], "not measurable"),
+])
+def test_the_verdict_asks_the_fall_of_the_adaptation_not_of_the_cases(adapting, control, expected):
+    from pipelines.bench.annotation import verdict
+
+    assert verdict(_rows(adapting), _rows(control)).startswith(expected)
