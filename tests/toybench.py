@@ -17,3 +17,7 @@ TINY_OVERRIDES = (
 def tiny_mode_settings(**changes) -> dict:
     """A bench mode (``runner.MODES`` entry) of 8 training cases at 8 mm, with ``changes``."""
     return {"n_train": 8, "n_test": 2, "spacing": 8.0, "config": None, "seeds": 1, "ks": [3], "overrides": TINY_OVERRIDES, "scratch_steps": 2, **changes}
+
+
+#: the toy mode of the suites that pretrain an interactive model (one round of simulated prompts)
+TINY_INTERACTIVE = tiny_mode_settings(overrides=TINY_OVERRIDES + ("interactive.rounds=1",))

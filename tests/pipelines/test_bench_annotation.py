@@ -4,12 +4,12 @@ written (the numbers mean nothing at this scale)."""
 import pytest
 
 from pipelines.bench import runner
-from test_bench import TINY  # noqa: F401  (the toy sizes of the bench tests)
+from toybench import TINY_INTERACTIVE
 
 
 @pytest.fixture
 def tiny_mode(monkeypatch):
-    monkeypatch.setitem(runner.MODES, "tiny", {**TINY, "overrides": TINY["overrides"] + ("interactive.rounds=1",)})
+    monkeypatch.setitem(runner.MODES, "tiny", TINY_INTERACTIVE)
 
 
 def test_annotation_suite_runs_both_arms_and_writes_its_section(tiny_mode, tmp_path):

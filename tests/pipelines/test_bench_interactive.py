@@ -4,12 +4,12 @@ with its arms, latency on a finer volume and the report section (the numbers mea
 import pytest
 
 from pipelines.bench import runner
-from test_bench import TINY  # noqa: F401  (the toy sizes of the bench tests)
+from toybench import TINY_INTERACTIVE
 
 
 @pytest.fixture
 def tiny_mode(monkeypatch):
-    monkeypatch.setitem(runner.MODES, "tiny", {**TINY, "overrides": TINY["overrides"] + ("interactive.rounds=1",)})
+    monkeypatch.setitem(runner.MODES, "tiny", TINY_INTERACTIVE)
 
 
 def test_interactive_suite_runs_the_protocol_and_times_a_finer_volume(tiny_mode, tmp_path):
