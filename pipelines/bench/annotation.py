@@ -89,6 +89,11 @@ def _drop(rows: list[dict]) -> float | None:
     return (rows[0]["clicks"] - rows[3]["clicks"]) / rows[0]["clicks"]
 
 
+def _change(rows: list[dict]) -> str:
+    gains = [r["dice_after"] - r["dice_before"] for r in rows if r["clicks"]]
+    return "no clicks" if not gains else f"mean {sum(gains) / len(gains):+.3f} (from {min(gains):+.3f} to {max(gains):+.3f}, {len(gains)} cases)"
+
+
 def verdict(adapting: list[dict], control: list[dict]) -> str:
     """Whether adapting made the fall: clicks fall by >= ``TARGET_DROP`` from case 1 to case 4 AND,
     summed over cases 2..N (the cases after the first save), adapting needs >= ``TARGET_DROP``
@@ -159,4 +164,5 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
         drop_a, drop_c = e["arms"]["adapting"]["drop_1_to_4"], e["arms"]["control"]["drop_1_to_4"]
         lines += ["", f"Clicks from case 1 to case 4: adapting {fmt(drop_a)} fewer, control {fmt(drop_c)} fewer (target: >= {100 * TARGET_DROP:.0f} % fewer with adaptation, "
                   f"and >= {100 * TARGET_DROP:.0f} % fewer than the control over cases 2..N): {verdict(a, c)}.", ""]
+        lines += [f"What the clicks did (Dice after minus before, on the cases that had clicks): adapting {_change(a)}, control {_change(c)}.", ""]
     return lines + [f"![learning from corrections]({r})" for r in rel if "learning_from_corrections" in r] + [""]

@@ -27,7 +27,7 @@ def test_annotation_suite_runs_both_arms_and_writes_its_section(tiny_mode, tmp_p
         assert [x["case"] for x in rows] == e["cases"] and all(0 <= x["clicks"] <= 2 and len(x["dice_per_click"]) == x["clicks"] + 1 for x in rows)
     assert e["arms"]["adapting"]["rows"][1]["start"] == "drnew-page" and e["arms"]["control"]["rows"][1]["start"] == e["start"]
     text = md.read_text()
-    assert "## Learning from corrections" in text and "### `drnew`" in text and "learning_from_corrections.png" in text
+    assert "## Learning from corrections" in text and "### `drnew`" in text and "learning_from_corrections.png" in text and "What the clicks did" in text
     assert (tmp_path / "b" / "figures" / "learning_from_corrections.png").is_file()
     assert not (tmp_path / "b" / "annotation" / "adapting" / "data").exists()  # the copies are removed
 
