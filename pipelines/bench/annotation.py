@@ -11,7 +11,10 @@ pretraining that had the doctor's full labels and (b) the same network trained f
 their dense training cases with the pretraining's budget (as the adapter-capacity suite defines it);
 both are reported. Options: ``annotation.experts`` (comma-separated; default every new doctor),
 ``annotation.cases`` (5), ``annotation.max_clicks`` (10), ``annotation.learn_steps`` (60),
-``annotation.seed`` (0: which cases, in which order).
+``annotation.seed`` (0: which cases, in which order), ``annotation.structures`` (``tissue``: the
+bench's demo data, grey and white matter; ``nuclei``: the deep grey nuclei demo of the interactive
+suite, compact structures where clicks are known to help). A run on one kind of structures keeps
+the doctors already measured on the other.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import shutil
 
 __all__ = ["run", "section", "settings", "plot", "verdict"]
 
-OPTIONS = {"experts": "", "cases": 5, "max_clicks": 10, "learn_steps": 60, "seed": 0}
+OPTIONS = {"experts": "", "cases": 5, "max_clicks": 10, "learn_steps": 60, "seed": 0, "structures": "tissue"}
+STRUCTURES = ("tissue", "nuclei")
 FRACTION = 0.95  #: of the dedicated model's Dice: the simulated doctor's goal
 TARGET_DROP = 0.40  #: clicks' fall from case 1 to case 4 the issue asks for, and the margin over the control on cases 2..N
 
@@ -36,25 +40,37 @@ def run(ctx) -> dict:
     from experts.errors import ConfigError
 
     s = settings(ctx)
-    manifest = scan_dataset(ctx.data)
+    if s["structures"] not in STRUCTURES:
+        raise ConfigError(f"--option annotation.structures: {s['structures']!r}; one of {', '.join(STRUCTURES)}")
+    nuclei = s["structures"] == "nuclei"
+    if nuclei:
+        from pipelines.bench.interactive import nuclei_data
+
+        data = nuclei_data(ctx)
+    else:
+        data = ctx.data
+    manifest = scan_dataset(data)
     new = list(manifest.new_experts)
     doctors = [e.strip() for e in s["experts"].split(",") if e.strip()] or new
     unknown = [e for e in doctors if e not in new]
     if unknown:
         raise ConfigError(f"--option annotation.experts: {', '.join(unknown)} not a new doctor of the dataset ({', '.join(new)})")
     pre = [e for e in manifest.experts if e not in new]
-    base = ctx.pretrain("annotation-base", include=pre)
-    inter = ctx.pretrain("annotation-interactive", include=pre, interactive=str(ctx.out / "runs" / "annotation-base"), overrides=("interactive.rounds=2",) if ctx.mode != "full" else ())
-    multi = ctx.pretrain("annotation-dedicated-all", include=pre + new)
-    out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": {}}
+    tag = "annotation-nuclei" if nuclei else "annotation"
+    base = ctx.pretrain(f"{tag}-base", data=data, include=pre)
+    inter = ctx.pretrain(f"{tag}-interactive", data=data, include=pre, interactive=str(ctx.out / "runs" / f"{tag}-base"), overrides=("interactive.rounds=2",) if ctx.mode != "full" else ())
+    multi = ctx.pretrain(f"{tag}-dedicated-all", data=data, include=pre + new)
+    earlier = {k: e for k, e in ctx.results.get("annotation", {}).get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
+    out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier)}
     for doctor in doctors:
-        out["experts"][doctor] = _doctor(ctx, manifest, doctor, multi, s)
+        entry = _doctor(ctx, manifest, data, tag, doctor, multi, s)
+        out["experts"][f"{doctor} (nuclei)" if nuclei else doctor] = {**entry, "doctor": doctor, "structures": s["structures"]}
         ctx.results["annotation"] = out  # a finished doctor is kept, should a later one be interrupted
         ctx.save()
     return out
 
 
-def _doctor(ctx, manifest, doctor: str, multi: dict, s: dict) -> dict:
+def _doctor(ctx, manifest, source, tag: str, doctor: str, multi: dict, s: dict) -> dict:
     import numpy as np
 
     from experts.adaptation import LabelledCase
@@ -63,19 +79,19 @@ def _doctor(ctx, manifest, doctor: str, multi: dict, s: dict) -> dict:
     from experts.bundle import load_bundle
 
     dense = sorted(lf.case for lf in manifest.labels_of(expert=doctor, split="train", kind="dense"))
-    scratch = ctx.pretrain(f"annotation-scratch-all-{doctor}", include=[doctor], cases=dense)
+    scratch = ctx.pretrain(f"{tag}-scratch-all-{doctor}", data=source, include=[doctor], cases=dense)
     dedicated = {"multi_expert": multi["test_dice"][doctor]["mean"], "scratch_all": scratch["test_dice"][doctor]["mean"]}
     used = max(dedicated, key=dedicated.get)
     goal = FRACTION * dedicated[used]
     cases = [dense[i] for i in np.random.default_rng(s["seed"]).permutation(len(dense))[: s["cases"]]]
-    model = load_bundle(ctx.out / "runs" / "annotation-interactive" / "model")
+    model = load_bundle(ctx.out / "runs" / f"{tag}-interactive" / "model")
     first = manifest.cases[cases[0]]
     start, scores = nearest_expert(model, [LabelledCase(case=cases[0], images=first.images, label=manifest.label(cases[0], doctor).path)])
     entry = {"cases": cases, "goal": goal, "dedicated": dedicated, "dedicated_used": used, "dedicated_dice": dedicated[used], "start": start, "start_scores": scores, "arms": {}}
     for arm, learn in (("adapting", True), ("control", False)):
         data = ctx.out / "annotation" / arm / "data"
         shutil.rmtree(data, ignore_errors=True)
-        shutil.copytree(ctx.data, data)
+        shutil.copytree(source, data)
         rows = correction_loop(model, data, truth=doctor, as_expert=f"{doctor}-page", cases=cases, goal=goal, start=start, max_clicks=s["max_clicks"], learn=learn, learn_steps=s["learn_steps"])
         entry["arms"][arm] = {"rows": rows, "drop_1_to_4": _drop(rows)}
         shutil.rmtree(data, ignore_errors=True)
@@ -155,7 +171,8 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
              "control: never adapts. Dice on the model grid against the doctor's own labels. A `+` marks a case that did not reach the goal.", ""]
     for doctor, e in result["experts"].items():
         d = e["dedicated"]
-        lines += [f"### `{doctor}`: goal {e['goal']:.3f} (dedicated {e['dedicated_dice']:.3f}: multi-expert {d['multi_expert']:.3f}, from scratch on all cases {d['scratch_all']:.3f}); starts from `{e['start']}`", "",
+        where = {"tissue": "grey and white matter (the bench's demo data)", "nuclei": "the deep grey nuclei demo"}[e.get("structures", "tissue")]
+        lines += [f"### `{e.get('doctor', doctor)}` on {where}: goal {e['goal']:.3f} (dedicated {e['dedicated_dice']:.3f}: multi-expert {d['multi_expert']:.3f}, from scratch on all cases {d['scratch_all']:.3f}); starts from `{e['start']}`", "",
                   "| case | adapting: clicks | Dice before | after | model s | learn s | control: clicks | Dice before | after | model s |", "|---|---|---|---|---|---|---|---|---|---|"]
         a, c = e["arms"]["adapting"]["rows"], e["arms"]["control"]["rows"]
         for i, (ra, rc) in enumerate(zip(a, c), 1):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run", "section", "settings", "plot", "TARGETS"]
+__all__ = ["run", "section", "settings", "plot", "nuclei_data", "TARGETS"]
 
 OPTIONS = {"cases_1mm": 2, "max_cases": 0, "fine_mm": 1.0}
 #: the issue's targets: seconds per interaction (compact: median, p95; 1 mm: median) and Dice gains
@@ -43,17 +43,13 @@ def settings(ctx) -> dict:
 def run(ctx) -> dict:
     import torch
 
-    from experts.data.demo import make_demo_dataset
     from experts.data.manifest import scan_dataset
     from pipelines.bench.speed import matmul_peak_gflops
     from pipelines.runtime.models import load_model
     from pipelines.runtime.stages import stage_runner
 
     s = settings(ctx)
-    data = ctx.out / "nuclei"
-    if not (data / "dataset.json").is_file():
-        make_demo_dataset(data, seed=0, n_train=ctx.settings["n_train"], n_test=ctx.settings["n_test"], spacing=SPACING.get(ctx.mode, ctx.settings["spacing"]),
-                          structures="nuclei", overwrite=True, progress=False)
+    data = nuclei_data(ctx)
     manifest = scan_dataset(data)
     pre = [e for e in manifest.experts if e not in manifest.new_experts]
     config = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml") if ctx.mode == "full" else None
@@ -74,6 +70,17 @@ def run(ctx) -> dict:
             "settings": s, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak, "gflop_per_voxel": per_voxel / 1e9,
             "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "config": config,
             "evaluation": report["experts"], "clicks": report["clicks"], "latency": {"compact": compact, "1mm": one_mm}}
+
+
+def nuclei_data(ctx) -> Path:
+    """The bench's deep grey nuclei demo (made once in ``<out>/nuclei``, shared by the suites)."""
+    from experts.data.demo import make_demo_dataset
+
+    data = ctx.out / "nuclei"
+    if not (data / "dataset.json").is_file():
+        make_demo_dataset(data, seed=0, n_train=ctx.settings["n_train"], n_test=ctx.settings["n_test"], spacing=SPACING.get(ctx.mode, ctx.settings["spacing"]),
+                          structures="nuclei", overwrite=True, progress=False)
+    return data
 
 
 def _shape(data: Path) -> list[int]:

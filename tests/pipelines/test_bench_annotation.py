@@ -27,7 +27,7 @@ def test_annotation_suite_runs_both_arms_and_writes_its_section(tiny_mode, tmp_p
         assert [x["case"] for x in rows] == e["cases"] and all(0 <= x["clicks"] <= 2 and len(x["dice_per_click"]) == x["clicks"] + 1 for x in rows)
     assert e["arms"]["adapting"]["rows"][1]["start"] == "drnew-page" and e["arms"]["control"]["rows"][1]["start"] == e["start"]
     text = md.read_text()
-    assert "## Learning from corrections" in text and "### `drnew`" in text and "learning_from_corrections.png" in text and "What the clicks did" in text
+    assert "## Learning from corrections" in text and "### `drnew` on grey and white matter" in text and "learning_from_corrections.png" in text and "What the clicks did" in text
     assert (tmp_path / "b" / "figures" / "learning_from_corrections.png").is_file()
     assert not (tmp_path / "b" / "annotation" / "adapting" / "data").exists()  # the copies are removed
 
@@ -60,3 +60,21 @@ def test_the_verdict_asks_the_fall_of_the_adaptation_not_of_the_cases(adapting, 
     from pipelines.bench.annotation import verdict
 
     assert verdict(_rows(adapting), _rows(control)).startswith(expected)
+
+
+def test_the_nuclei_demo_adds_its_doctors_to_the_tissue_ones(tiny_mode, tmp_path):
+    options = {"annotation.experts": "drnew", "annotation.cases": "2", "annotation.max_clicks": "1", "annotation.learn_steps": "1"}
+    runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options=options)
+    md = tmp_path / "BENCHMARKS.md"
+    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), write=str(md), options={**options, "annotation.structures": "nuclei"})
+    r = result["results"]["annotation"]["experts"]
+    assert set(r) == {"drnew", "drnew (nuclei)"} and r["drnew (nuclei)"]["structures"] == "nuclei" and r["drnew (nuclei)"]["doctor"] == "drnew"
+    assert (tmp_path / "b" / "runs" / "annotation-nuclei-interactive" / "model").is_dir()
+    assert "### `drnew` on the deep grey nuclei demo" in md.read_text()
+
+
+def test_unknown_structures_are_refused(tiny_mode, tmp_path):
+    from experts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="annotation.structures"):
+        runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options={"annotation.structures": "organs"})
