@@ -43,12 +43,12 @@ def run(ctx) -> dict:
     if s["structures"] not in STRUCTURES:
         raise ConfigError(f"--option annotation.structures: {s['structures']!r}; one of {', '.join(STRUCTURES)}")
     nuclei = s["structures"] == "nuclei"
-    if nuclei:
-        from pipelines.bench.interactive import nuclei_data
+    if nuclei:  # the interactive suite's data, config and (shared by name) base and interactive models
+        from pipelines.bench.interactive import nuclei_config, nuclei_data
 
-        data = nuclei_data(ctx)
+        data, config, names = nuclei_data(ctx), nuclei_config(ctx), ("interactive-base", "interactive-model")
     else:
-        data = ctx.data
+        data, config, names = ctx.data, None, ("annotation-base", "annotation-interactive")
     manifest = scan_dataset(data)
     new = list(manifest.new_experts)
     doctors = [e.strip() for e in s["experts"].split(",") if e.strip()] or new
@@ -57,20 +57,20 @@ def run(ctx) -> dict:
         raise ConfigError(f"--option annotation.experts: {', '.join(unknown)} not a new doctor of the dataset ({', '.join(new)})")
     pre = [e for e in manifest.experts if e not in new]
     tag = "annotation-nuclei" if nuclei else "annotation"
-    base = ctx.pretrain(f"{tag}-base", data=data, include=pre)
-    inter = ctx.pretrain(f"{tag}-interactive", data=data, include=pre, interactive=str(ctx.out / "runs" / f"{tag}-base"), overrides=("interactive.rounds=2",) if ctx.mode != "full" else ())
-    multi = ctx.pretrain(f"{tag}-dedicated-all", data=data, include=pre + new)
+    base = ctx.pretrain(names[0], data=data, config=config, include=pre)
+    inter = ctx.pretrain(names[1], data=data, config=config, include=pre, interactive=str(ctx.out / "runs" / names[0]), overrides=("interactive.rounds=2",) if ctx.mode != "full" and not nuclei else ())
+    multi = ctx.pretrain(f"{tag}-dedicated-all", data=data, config=config, include=pre + new)
     earlier = {k: e for k, e in ctx.results.get("annotation", {}).get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
     out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier)}
     for doctor in doctors:
-        entry = _doctor(ctx, manifest, data, tag, doctor, multi, s)
+        entry = _doctor(ctx, manifest, data, config, tag, names[1], doctor, multi, s)
         out["experts"][f"{doctor} (nuclei)" if nuclei else doctor] = {**entry, "doctor": doctor, "structures": s["structures"]}
         ctx.results["annotation"] = out  # a finished doctor is kept, should a later one be interrupted
         ctx.save()
     return out
 
 
-def _doctor(ctx, manifest, source, tag: str, doctor: str, multi: dict, s: dict) -> dict:
+def _doctor(ctx, manifest, source, config, tag: str, interactive: str, doctor: str, multi: dict, s: dict) -> dict:
     import numpy as np
 
     from experts.adaptation import LabelledCase
@@ -79,12 +79,12 @@ def _doctor(ctx, manifest, source, tag: str, doctor: str, multi: dict, s: dict) 
     from experts.bundle import load_bundle
 
     dense = sorted(lf.case for lf in manifest.labels_of(expert=doctor, split="train", kind="dense"))
-    scratch = ctx.pretrain(f"{tag}-scratch-all-{doctor}", data=source, include=[doctor], cases=dense)
+    scratch = ctx.pretrain(f"{tag}-scratch-all-{doctor}", data=source, config=config, include=[doctor], cases=dense)
     dedicated = {"multi_expert": multi["test_dice"][doctor]["mean"], "scratch_all": scratch["test_dice"][doctor]["mean"]}
     used = max(dedicated, key=dedicated.get)
     goal = FRACTION * dedicated[used]
     cases = [dense[i] for i in np.random.default_rng(s["seed"]).permutation(len(dense))[: s["cases"]]]
-    model = load_bundle(ctx.out / "runs" / f"{tag}-interactive" / "model")
+    model = load_bundle(ctx.out / "runs" / interactive / "model")
     first = manifest.cases[cases[0]]
     start, scores = nearest_expert(model, [LabelledCase(case=cases[0], images=first.images, label=manifest.label(cases[0], doctor).path)])
     entry = {"cases": cases, "goal": goal, "dedicated": dedicated, "dedicated_used": used, "dedicated_dice": dedicated[used], "start": start, "start_scores": scores, "arms": {}}

@@ -69,7 +69,7 @@ def test_the_nuclei_demo_adds_its_doctors_to_the_tissue_ones(tiny_mode, tmp_path
     result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), write=str(md), options={**options, "annotation.structures": "nuclei"})
     r = result["results"]["annotation"]["experts"]
     assert set(r) == {"drnew", "drnew (nuclei)"} and r["drnew (nuclei)"]["structures"] == "nuclei" and r["drnew (nuclei)"]["doctor"] == "drnew"
-    assert (tmp_path / "b" / "runs" / "annotation-nuclei-interactive" / "model").is_dir()
+    assert (tmp_path / "b" / "runs" / "interactive-model" / "model").is_dir()  # the interactive suite's, shared by name
     assert "### `drnew` on the deep grey nuclei demo" in md.read_text()
 
 
