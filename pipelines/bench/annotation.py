@@ -61,7 +61,9 @@ def run(ctx) -> dict:
     inter = ctx.pretrain(names[1], data=data, config=config, include=pre, interactive=str(ctx.out / "runs" / names[0]), overrides=("interactive.rounds=2",) if ctx.mode != "full" and not nuclei else ())
     multi = ctx.pretrain(f"{tag}-dedicated-all", data=data, config=config, include=pre + new)
     earlier = {k: e for k, e in ctx.results.get("annotation", {}).get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
-    out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier)}
+    previous = ctx.results.get("annotation", {})
+    commands = [c for c in previous.get("commands", [previous.get("command")]) if c] if earlier else []
+    out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier), "commands": commands}
     for doctor in doctors:
         entry = _doctor(ctx, manifest, data, config, tag, names[1], doctor, multi, s)
         out["experts"][f"{doctor} (nuclei)" if nuclei else doctor] = {**entry, "doctor": doctor, "structures": s["structures"]}
@@ -163,12 +165,16 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
     """The ``## Learning from corrections`` section of BENCHMARKS.md."""
     s = result["settings"]
     fmt = lambda v: "-" if v is None else f"{100 * v:.0f} %"  # noqa: E731
-    lines = ["## Learning from corrections", "", f"Command: `{result.get('command', command)}`.", "",
+    runs = [c for c in result.get("commands", []) if c != result.get("command", command)] + [result.get("command", command)]
+    lines = ["## Learning from corrections", "", "Commands: " + ", then ".join(f"`{c}`" for c in runs) + "." if len(runs) > 1 else f"Command: `{runs[0]}`.", "",
              "A simulated new doctor corrects five of their training cases in turn, with clicks at the largest error, until the mean",
              f"Dice over classes reaches {result['fraction']:.2f} x the dedicated model's test Dice or {s['max_clicks']} clicks; case 1 starts from the nearest expert.",
              "Dedicated: the better of the multi-expert pretraining that had the doctor's full labels and the network trained from scratch",
              f"on all their dense training cases. Adapting: after each save the doctor's row learns from every saved case ({s['learn_steps']} steps);",
-             "control: never adapts. Dice on the model grid against the doctor's own labels. A `+` marks a case that did not reach the goal.", ""]
+             "control: never adapts. Dice on the model grid against the doctor's own labels. A `+` marks a case that did not reach the goal."]
+    if any(e.get("structures") == "nuclei" for e in result["experts"].values()):
+        lines.append("The nuclei demo is the interactive suite's (2 mm), its models trained with `configs/demo.yaml` in full mode.")
+    lines.append("")
     for doctor, e in result["experts"].items():
         d = e["dedicated"]
         where = {"tissue": "grey and white matter (the bench's demo data)", "nuclei": "the deep grey nuclei demo"}[e.get("structures", "tissue")]

@@ -70,7 +70,8 @@ def test_the_nuclei_demo_adds_its_doctors_to_the_tissue_ones(tiny_mode, tmp_path
     r = result["results"]["annotation"]["experts"]
     assert set(r) == {"drnew", "drnew (nuclei)"} and r["drnew (nuclei)"]["structures"] == "nuclei" and r["drnew (nuclei)"]["doctor"] == "drnew"
     assert (tmp_path / "b" / "runs" / "interactive-model" / "model").is_dir()  # the interactive suite's, shared by name
-    assert "### `drnew` on the deep grey nuclei demo" in md.read_text()
+    text = md.read_text()
+    assert "### `drnew` on the deep grey nuclei demo" in text and "Commands: " in text  # both runs' commands
 
 
 def test_unknown_structures_are_refused(tiny_mode, tmp_path):
