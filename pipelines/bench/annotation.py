@@ -62,7 +62,7 @@ def run(ctx) -> dict:
     multi = ctx.pretrain(f"{tag}-dedicated-all", data=data, config=config, include=pre + new)
     earlier = {k: e for k, e in ctx.results.get("annotation", {}).get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
     previous = ctx.results.get("annotation", {})
-    commands = [c for c in previous.get("commands", [previous.get("command")]) if c] if earlier else []
+    commands = list(dict.fromkeys(c for c in [*previous.get("commands", []), previous.get("command")] if c)) if earlier else []  # the runs the kept doctors came from
     out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier), "commands": commands}
     for doctor in doctors:
         entry = _doctor(ctx, manifest, data, config, tag, names[1], doctor, multi, s)

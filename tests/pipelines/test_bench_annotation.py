@@ -64,9 +64,10 @@ def test_the_verdict_asks_the_fall_of_the_adaptation_not_of_the_cases(adapting, 
 
 def test_the_nuclei_demo_adds_its_doctors_to_the_tissue_ones(tiny_mode, tmp_path):
     options = {"annotation.experts": "drnew", "annotation.cases": "2", "annotation.max_clicks": "1", "annotation.learn_steps": "1"}
-    runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options=options)
+    runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), options=options, command="expertseg bench --suite annotation")
     md = tmp_path / "BENCHMARKS.md"
-    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), write=str(md), options={**options, "annotation.structures": "nuclei"})
+    result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("annotation",), write=str(md), options={**options, "annotation.structures": "nuclei"},
+                              command="expertseg bench --suite annotation --option annotation.structures=nuclei")
     r = result["results"]["annotation"]["experts"]
     assert set(r) == {"drnew", "drnew (nuclei)"} and r["drnew (nuclei)"]["structures"] == "nuclei" and r["drnew (nuclei)"]["doctor"] == "drnew"
     assert (tmp_path / "b" / "runs" / "interactive-model" / "model").is_dir()  # the interactive suite's, shared by name
