@@ -10,6 +10,11 @@ nearest and the mean existing row (zero-shot), the dedicated model (a) the pretr
 doctor's full labels and (b) the network trained from scratch on all their dense training cases,
 and from scratch on the same 3 cases at about an adaptation's compute and at the pretraining's
 budget. Seeds draw the cases and seed training.
+
+Options (``--option capacity.KEY=VALUE``): ``seeds`` (default: the mode's), ``config`` (``demo``, the
+default in full mode: ``configs/demo.yaml``; ``bench``: the bench's shorter settings, about a third
+of the time), ``experts`` (comma-separated held-out experts instead of the new doctors and one
+pretraining expert).
 """
 
 from __future__ import annotations
@@ -24,20 +29,31 @@ SHORT_STEPS = 300  #: from scratch with about an adaptation's compute (demo conf
 HELD_OUT_STYLE = "contour"
 
 
-def _config(ctx) -> str | None:
-    return str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml") if ctx.mode == "full" else ctx.config
+def settings(ctx) -> dict:
+    """The mode's sizes with the ``capacity.*`` options applied."""
+    from pipelines.bench.runner import suite_options
+
+    return suite_options(ctx, "capacity", {"seeds": ctx.settings["seeds"], "config": "demo" if ctx.mode == "full" else "bench", "experts": ""})
+
+
+def _config(ctx, s: dict) -> str | None:
+    from experts.errors import ConfigError
+
+    if s["config"] not in ("demo", "bench"):
+        raise ConfigError(f"--option capacity.config={s['config']}: demo or bench")
+    return str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml") if s["config"] == "demo" else ctx.config
 
 
 def _keep(summary: dict) -> dict:
     return {k: summary.get(k) for k in ("cases", "test_dice", "test_dice_before", "init_source", "rung", "steps", "seconds", "adapter_bytes", "cv")}
 
 
-def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str], config) -> dict:
+def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str], config, seeds: int) -> dict:
     """Every adaptation of one held-out expert: ``{arm: [summary per seed]}``."""
     from experts.adaptation import choose_cases
 
     runs: dict[str, list] = {}
-    for seed in range(ctx.settings["seeds"]):
+    for seed in range(seeds):
         def go(arm, cases, *extra, scribbles=False):
             s = ctx.adapt(f"capacity-{h}-{arm}-s{seed}", model=base["model"], expert=h, cases=cases, scribbles=scribbles, config=config, overrides=(f"seed={seed}", *extra))
             runs.setdefault(arm, []).append(_keep(s))
@@ -61,15 +77,22 @@ def run(ctx) -> dict:
     from experts.data.manifest import scan_dataset
     from pipelines.bench.efficiency import _held_out_pretraining_expert, zero_shot_mean_row
 
+    from experts.errors import ConfigError
+
+    s = settings(ctx)
     manifest = scan_dataset(ctx.data)
     new = list(manifest.new_experts)
     pre = [e for e in manifest.experts if e not in new]
-    config = _config(ctx)
+    config = _config(ctx, s)
+    held = [e.strip() for e in s["experts"].split(",") if e.strip()] or new + [_held_out_pretraining_expert(manifest, pre)]
+    unknown = [e for e in held if e not in manifest.experts]
+    if unknown:
+        raise ConfigError(f"--option capacity.experts: {', '.join(unknown)} not in the dataset ({', '.join(manifest.experts)})")
     base = ctx.pretrain("capacity-base", include=pre, config=config)
     dedicated = ctx.pretrain("capacity-dedicated", include=pre + new, config=config)
-    other = _held_out_pretraining_expert(manifest, pre)
-    out = {"config": "configs/demo.yaml" if ctx.mode == "full" else None, "seeds": ctx.settings["seeds"], "experts": {}, "pretrain_seconds": base["train_seconds"]}
-    for h in new + [other]:
+    shown = None if config is None else "configs/" + Path(config).name
+    out = {"config": shown, "seeds": s["seeds"], "experts": {}, "pretrain_seconds": base["train_seconds"]}
+    for h in held:
         own_base = base if h in new else ctx.pretrain(f"capacity-without-{h}", include=[e for e in pre if e != h], config=config)
         dense = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="dense")]
         partial = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="partial")]
@@ -86,7 +109,7 @@ def run(ctx) -> dict:
             "scratch3_cases": three,
             "mean_row": zero_shot_mean_row(own_base["model"], ctx.data, h),
             "scribbles": "own" if len(partial) >= 5 else HELD_OUT_STYLE,
-            "runs": _adapt_all(ctx, h=h, base=own_base, dense=dense, partial=partial, config=config),
+            "runs": _adapt_all(ctx, h=h, base=own_base, dense=dense, partial=partial, config=config, seeds=s["seeds"]),
         }
         ctx.save()
     return out

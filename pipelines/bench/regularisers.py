@@ -12,6 +12,9 @@ mode the default weights are used as they are.
 
 ``expertseg bench --suite regularisers`` (full: configs/bench.yaml, 3 seeds, weight search);
 ``expertseg bench --quick --suite regularisers`` is the reduced size (toy data, 1 seed, no search).
+Options (``--option regularisers.KEY=VALUE``): ``seeds`` (of the main arms, :data:`MAIN_ARMS`),
+``other_seeds`` (of the other arms), ``search`` (1: choose the weights on validation cases; 0: the
+defaults).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ ARMS = {
     "augmentation": ("augment",),
     "all": ("masked_crf", "attentive_similarity", "em_class_ratio", "shape_prior", "augment"),
 }
+#: the arms the comparison rests on: partial losses alone and everything together
+MAIN_ARMS = ("partial", "all")
 #: term -> (default weight, weight grid searched on validation cases in full mode, or None)
 TERMS = {
     "masked_crf": (0.1, [0.03, 0.1, 0.3]),
@@ -96,7 +101,7 @@ def _train(ctx, arm: str, weights: dict, seed: int, scrib_data, cfg, cases) -> d
     name = f"reg-{arm}-" + "-".join(f"{weights[t]:g}" for t in TERMS if t in ARMS[arm]) + f"-s{seed}"
     sets = arm_overrides(arm, weights, steps=cfg.train.steps, levels=len(cfg.network.channels)) + (f"seed={seed}",)
     summary = ctx.pretrain(name.replace("--", "-"), data=scrib_data, overrides=sets)
-    return {"val": _score(summary, cases[0]), "test": _score(summary, cases[1]), "train_seconds": summary.get("train_seconds")}
+    return {"val": _score(summary, cases[0]), "test": _score(summary, cases[1]), "train_seconds": summary.get("train_seconds"), "model": summary["model"]}
 
 
 def _choose_weights(ctx, scrib_data, cfg, cases, search: bool) -> tuple[dict, dict]:
@@ -170,19 +175,41 @@ def run(ctx) -> dict:
     manifest = scan_dataset(ctx.data)
     pre = [e for e in manifest.experts if e not in manifest.new_experts]
     experts = [e for e in pre if len(manifest.labels_of(expert=e, split="train", kind="dense")) >= 2]
+    from pipelines.bench.runner import suite_options
+
+    s = suite_options(ctx, "regularisers", {"seeds": ctx.settings["seeds"], "other_seeds": ctx.settings["seeds"], "search": int(ctx.settings.get("regulariser_search", ctx.mode == "full"))})
     cfg = load_config(ctx.config, ctx.overrides)
     scrib_data = derived_dataset(manifest, experts, ctx.out / "data-scribbles", scribbles=True, scribble_cfg=cfg.scribbles)
     dense = ctx.pretrain("dense-only", data=derived_dataset(manifest, experts, ctx.out / "data-dense", scribbles=False, scribble_cfg=cfg.scribbles))
     cases = _cases(ctx, scrib_data, cfg)
     dense_test = _score(dense, cases[1])
-    weights, tried = _choose_weights(ctx, scrib_data, cfg, cases, search=ctx.settings.get("regulariser_search", ctx.mode == "full"))
-    out = {"experts": cases[2], "steps": cfg.train.steps, "seeds": ctx.settings["seeds"], "weights": weights, "search": tried, "dense": dense_test, "arms": {}}
+    weights, tried = _choose_weights(ctx, scrib_data, cfg, cases, search=bool(s["search"]))
+    out = {"experts": cases[2], "steps": cfg.train.steps, "seeds": s["seeds"], "other_seeds": s["other_seeds"], "weights": weights, "search": tried, "dense": dense_test, "arms": {}}
     for arm in ARMS:
-        runs = [_train(ctx, arm, weights, s, scrib_data, cfg, cases) for s in range(ctx.settings["seeds"])]
+        runs = [_train(ctx, arm, weights, seed, scrib_data, cfg, cases) for seed in range(s["seeds"] if arm in MAIN_ARMS else s["other_seeds"])]
         ratio = {e: float(np.mean([r["test"][e]["dice"] for r in runs if e in r["test"]])) / dense_test[e]["dice"] for e in dense_test if dense_test[e]["dice"]}
         out["arms"][arm] = {"runs": runs, "ratio": ratio, "step": step_cost(arm, weights, cfg)}
+    out["stage2"] = _stage2(ctx, manifest, out)
     out["summary"] = summarise(out)
     return out
+
+
+def _stage2(ctx, manifest, out: dict) -> dict:
+    """Each arm's seed-0 pretraining adapted to the first new doctor from 5 of their cases, as
+    scribbles simulated from their dense labels, with the arm's own terms (adaptation trains with
+    its pretraining's loss) and the ``rows`` rung, so that only the loss differs between arms."""
+    from experts.adaptation import choose_cases
+
+    if not manifest.new_experts:
+        return {}
+    new = manifest.new_experts[0]
+    dense = [lf.case for lf in manifest.labels_of(expert=new, split="train", kind="dense")]
+    five = choose_cases(dense, cases=None, shots=min(5, len(dense)), seed=0)
+    res = {"expert": new, "cases": five, "arms": {}}
+    for arm, a in out["arms"].items():
+        s = ctx.adapt(f"reg-adapt-{arm}", model=a["runs"][0]["model"], expert=new, cases=five, scribbles=True, overrides=("adapt.trainable.name=rows", "seed=0"))
+        res["arms"][arm] = {k: s.get(k) for k in ("test_dice", "test_dice_before", "steps", "seconds")}
+    return res
 
 
 def summarise(out: dict) -> dict:
@@ -231,15 +258,29 @@ def plot(result: dict, folder) -> list:
     return [path]
 
 
+def _seeds(result: dict) -> str:
+    main, other = result["seeds"], result.get("other_seeds", result["seeds"])
+    return f"{main} seed(s) per arm" if main == other else f"{main} seed(s) for {' and '.join(MAIN_ARMS)}, {other} for the other arms"
+
+
 def section(result: dict, rel: list[str], command: str) -> list[str]:
     """The BENCHMARKS.md section."""
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = ["## Scribble regularisers", "", f"Command: `{result.get('command', command)}`.", "",
-             f"Scribble-only pretraining of {', '.join(result['experts'])} ({result['steps']} steps, {result['seeds']} seed(s) per arm); "
+             f"Scribble-only pretraining of {', '.join(result['experts'])} ({result['steps']} steps, {_seeds(result)}); "
              f"weights chosen on validation cases: {', '.join(f'{k} {v:g}' for k, v in result['weights'].items())}. Dense pretraining: Dice {f(_mean(result['dense']))}.", "",
              "| arm | test Dice | ratio to dense | HD95 (mm) | HD95 vs partial | s / step | x partial | peak MB |", "|---|---|---|---|---|---|---|---|"]
     for arm, r in result["summary"].items():
         change = "-" if r["hd95_change"] is None else f"{100 * r['hd95_change']:+.0f}%"
         lines.append(f"| {arm} | {f(r['dice'])}{'' if r['dice_sd'] is None else ' ± ' + f(r['dice_sd'])} | {f(r['ratio'])} | {f(r['hd95'], 1)} | {change} | {f(r['step_seconds'])} | {f(r['step_ratio'], 2)} | {f(r['peak_mb'], 0)} |")
     lines += ["", *[f"![scribble regularisers]({p})" for p in rel if p.endswith("scribble_regularisers.png")]]
+    st = result.get("stage2") or {}
+    if st.get("arms"):
+        base = (st["arms"].get("partial", {}).get("test_dice") or {}).get("mean")
+        lines += ["", f"Stage 2: each arm's seed-0 model adapted to `{st['expert']}` from 5 scribbled cases ({', '.join(st['cases'])}; scribbles simulated from their dense labels), "
+                  "rows only, with the arm's own terms; test Dice against their dense test labels.", "",
+                  "| arm | zero-shot nearest row | adapted | vs partial | best step | seconds |", "|---|---|---|---|---|---|"]
+        for arm, r in st["arms"].items():
+            after, before = (r.get("test_dice") or {}).get("mean"), (r.get("test_dice_before") or {}).get("mean")
+            lines.append(f"| {arm} | {f(before)} | {f(after)} | {'-' if after is None or base is None else f'{after - base:+.3f}'} | {r.get('steps', '-')} | {f(r.get('seconds'), 0)} |")
     return lines

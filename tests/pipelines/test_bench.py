@@ -118,3 +118,25 @@ def test_adapter_capacity_suite_runs_every_rung_for_every_held_out_expert(tiny_m
         assert e["runs"]["auto-dense-3"][0]["cv"]["held_out"] and e["runs"]["rows-dense-3"][0]["cv"] is None
     text = md.read_text()
     assert "## Adapter capacity" in text and "### `drfar`" in text and (tmp_path / "benchmarks" / "adapter_capacity.png").exists()
+
+
+def test_capacity_options_choose_seeds_config_and_held_out_experts(tmp_path):
+    from experts.errors import ConfigError
+    from pipelines.bench import capacity
+
+    ctx = runner.BenchContext(out=tmp_path, mode="full", config="/x/configs/bench.yaml", overrides=(), options={"capacity.seeds": "1", "capacity.config": "bench", "capacity.experts": "drfar, ref"})
+    s = capacity.settings(ctx)
+    assert s == {"seeds": 1, "config": "bench", "experts": "drfar, ref"} and capacity._config(ctx, s) == "/x/configs/bench.yaml"
+    full = runner.BenchContext(out=tmp_path, mode="full", config="/x/configs/bench.yaml", overrides=())
+    assert capacity.settings(full)["config"] == "demo" and capacity._config(full, capacity.settings(full)).endswith("configs/demo.yaml")
+    with pytest.raises(ConfigError, match="demo or bench"):
+        capacity._config(ctx, {**s, "config": "fast"})
+    with pytest.raises(ConfigError, match="capacity.steps: unknown"):
+        capacity.settings(runner.BenchContext(out=tmp_path, mode="full", config=None, overrides=(), options={"capacity.steps": "3"}))
+
+
+def test_regulariser_options_give_the_main_arms_their_own_seeds():
+    from pipelines.bench import regularisers
+
+    assert regularisers._seeds({"seeds": 3, "other_seeds": 1}) == "3 seed(s) for partial and all, 1 for the other arms"
+    assert regularisers._seeds({"seeds": 2}) == "2 seed(s) per arm"

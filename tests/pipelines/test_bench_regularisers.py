@@ -31,8 +31,12 @@ def test_every_arm_is_scored_on_test_cases_with_weights_chosen_on_validation(tin
         assert all(0 <= v["dice"] <= 1 for v in run["test"].values())
         assert a["step"]["seconds"] > 0 and a["step"]["peak_mb"] >= 0
     assert r["summary"]["partial"]["step_ratio"] == pytest.approx(1.0)
+    st = r["stage2"]  # every arm's model adapted to the new doctor from scribbles
+    assert set(st["arms"]) == set(regularisers.ARMS) and len(st["cases"]) == 5
+    assert all(0 <= a["test_dice"]["mean"] <= 1 for a in st["arms"].values())
     text = md.read_text()
     assert "## Scribble regularisers" in text and "| crf+attention |" in text and "expertseg bench --tiny --suite regularisers" in text
+    assert f"Stage 2: each arm's seed-0 model adapted to `{st['expert']}`" in text
     assert (tmp_path / "benchmarks" / "scribble_regularisers.png").exists()
 
 
