@@ -174,11 +174,11 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str, suites: tupl
         rel.append(f"benchmarks/{f.name}")
     suites = tuple(s for s in (suites if suites is not None else HEADINGS) if ctx.results.get(s))
     committed = _update_committed_results(fig_dir / RESULTS_FILE, ctx, suites)
-    machine = __import__("pipelines.bench.runner", fromlist=["machine"]).machine()
+    here = __import__("pipelines.bench.runner", fromlist=["machine"]).machine()
     sections = _read_sections(path.read_text()) if path.is_file() else {}
     for suite in suites:
         lines = SECTIONS[suite](ctx.results[suite], rel, command)
-        lines.insert(3, _machine_line(machine, ctx))
+        lines.insert(3, _machine_line(ctx.results[suite].get("machine") or here, ctx))
         sections[HEADINGS[suite]] = lines
     kept = [line.split("`")[1] for body in sections.values() for line in body if line.startswith("Command: `")]
     commands = list(dict.fromkeys(kept + [c["command"] for c in committed["sections"].values() if c.get("command")]))

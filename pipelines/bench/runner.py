@@ -183,6 +183,7 @@ def _run_suites(ctx: BenchContext, suites: tuple[str, ...], *, data: str | None,
         click.echo(f"bench: {name} ...", err=True)
         ctx.results[name] = table[name](ctx)
         ctx.results[name]["command"] = command
+        ctx.results[name]["machine"] = machine()  # the report names the machine the suite ran on, not the one that rewrites it
         ctx.seconds[name] = round(time.perf_counter() - t0, 1)
         ctx.save()
     ctx.seconds[f"total ({'+'.join(suites)})"] = round(time.perf_counter() - t_all, 1)

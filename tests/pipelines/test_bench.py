@@ -61,10 +61,13 @@ def test_report_only_rewrites_the_markdown_from_saved_results(tiny_mode, tmp_pat
     (tmp_path / "BENCHMARKS.md").unlink()
     runs_before = sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) if (tmp_path / "b" / "runs").exists() else []
 
+    machine_line = next(line for line in first.splitlines() if line.startswith("Machine: "))
+    monkeypatch.setattr(runner, "machine", lambda: {"cpu": "elsewhere", "threads": 99})
     result = CliRunner().invoke(cli, ["bench", "--out", "b", "--report-only", "--write", "BENCHMARKS.md"])
     assert result.exit_code == 0, result.output
     again = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Speed and memory" in again and "`expertseg bench --suite speed --write BENCHMARKS.md`" in again
+    assert machine_line in again.splitlines()  # the machine the suite ran on, not the one that rewrote the report
     assert (sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) if (tmp_path / "b" / "runs").exists() else []) == runs_before
 
     empty = CliRunner().invoke(cli, ["bench", "--out", "nothing-here", "--report-only"])
