@@ -5,14 +5,20 @@ network, whose answer a session starts from, and the interactive copy that answe
 saved cases train the automatic network's row for the doctor with the ordinary adaptation
 (:class:`~experts.adaptation.Adapter`, rows only, so the model stays stackable): ``fit`` when the
 model has no row for them yet (initialised from the nearest expert's rows on their cases),
-``update`` of their existing row otherwise (partial labels welcome). A new doctor's interactive row
+``update`` of their existing row otherwise (partial labels welcome). Each call learns from every
+saved case at once, from ``model``'s rows: callers pass the model the session started with, not
+the last learned one, so a row does not drift further save after save. With two or more saved
+cases, a new doctor's cases choose the step count by leaving a case out, step 0 (the nearest
+expert's row) included (``adapt.trainable: auto`` restricted to ``rows``): learning never ends
+worse than the start on the doctor's own cases. With one case nothing can be held out and the
+full budget trains. A new doctor's interactive row
 is a copy of that nearest expert's interactive row: the session then starts from the doctor's own
 automatic answer and is refined the way their nearest colleague's corrections are. The model passed
 in is not changed; a new :class:`~experts.bundle.ModelBundle` comes back.
 
 Example:
     >>> new, info = learn_style(bundle, "drme", store.labelled_cases(), steps=60)
-    >>> info   # {"expert": "drme", "how": "fit", "init": "ref", "steps": 60, "seconds": 41.2}
+    >>> info   # {"expert": "drme", "how": "fit", "init": "ref", "steps": 40, "budget": 60, "seconds": 41.2, ...}
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ def learn_style(model: ModelBundle, expert: str, cases: Sequence, *, steps: int 
         on_progress: ``(step, steps)`` every 10 steps and at the end.
 
     Returns:
-        ``(the updated model, {"expert", "how": "fit" | "update", "init", "steps", "cases", "seconds"})``.
+        ``(the updated model, {"expert", "how": "fit" | "update", "init", "steps" (trained; 0: the
+        nearest expert's row kept), "budget", "cases", "seconds"[, "left_out_scores": {step: score}]})``.
     """
     from experts.adaptation import Adapter
 
@@ -52,13 +59,20 @@ def learn_style(model: ModelBundle, expert: str, cases: Sequence, *, steps: int 
         if on_progress is not None:
             on_progress(int(step), int(steps))
 
-    adapter = Adapter(auto, expert, init="nearest", trainable="rows", steps=steps, lr=lr, batch_size=batch_size, eval_every=max(steps, 1), holdout="none", seed=seed, device=device, on_log=log)
     new = expert not in model.experts
+    choose = new and len(cases) >= 2  # leave a case out to choose the steps, step 0 included
+    trainable = {"name": "auto", "params": {"rungs": ["rows"], "folds": 2}} if choose else "rows"
+    adapter = Adapter(auto, expert, init="nearest", trainable=trainable, steps=steps, lr=lr, batch_size=batch_size, eval_every=max(steps // 3 if choose else steps, 1),
+                      holdout="none", seed=seed, device=device, on_log=log)
     adapter = adapter.fit(list(cases)) if new else adapter.update(expert, list(cases))
     bundle = with_automatic(model, adapter.bundle(), source=getattr(adapter, "init_source_", None))
     if on_progress is not None:
         on_progress(int(steps), int(steps))
-    info = {"expert": expert, "how": "fit" if new else "update", "init": getattr(adapter, "init_source_", expert) if new else expert, "steps": int(steps), "cases": [c.case for c in cases], "seconds": round(time.perf_counter() - t0, 2)}
+    chosen = int(getattr(adapter, "steps_", steps))
+    info = {"expert": expert, "how": "fit" if new else "update", "init": getattr(adapter, "init_source_", expert) if new else expert, "steps": chosen, "budget": int(steps),
+            "cases": [c.case for c in cases], "seconds": round(time.perf_counter() - t0, 2)}
+    if getattr(adapter, "cv_", None) is not None:
+        info["left_out_scores"] = {int(k): float(v) for k, v in adapter.cv_.mean_curves().get("rows", {}).items()}
     return bundle, info
 
 

@@ -7,8 +7,8 @@ nearest expert); the simulator clicks at the distance-transform maximum of the l
 component (:func:`experts.interactive.corrections.error_click`) of the class with the lowest Dice,
 until the mean Dice over classes reaches ``goal`` or ``max_clicks`` clicks; the corrected mask is
 saved as a dense label (:class:`~experts.annotation.store.AnnotationStore`, as the page saves), and
-with ``learn`` the doctor's row adapts on every case saved so far
-(:func:`~experts.annotation.learning.learn_style`). ``learn=False`` is the control that never adapts.
+with ``learn`` the doctor's row is learned from every case saved so far, from the starting
+model's rows (:func:`~experts.annotation.learning.learn_style`). ``learn=False`` is the control that never adapts.
 Dice is on the model grid, as in ``evaluate-interactive``.
 
 Example:
@@ -42,7 +42,7 @@ def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[
     from experts.interactive.session import InteractiveSession
 
     store = AnnotationStore(data, as_expert)
-    plan, rows = model.plan, []
+    plan, rows, start_model = model.plan, [], model
     for case in cases:
         files = store.case(case)
         row = as_expert if as_expert in model.experts else start
@@ -79,7 +79,7 @@ def correction_loop(model, data, *, truth: str, as_expert: str, cases: Sequence[
                   "dice_after": float(np.mean(list(now.values()))), "dice_per_click": trace, "model_seconds": round(float(sum(sum(s.seconds_) for s in sessions.values())), 3), "learn_seconds": 0.0}
         if learn:
             t0 = time.perf_counter()
-            model, _ = learn_style(model, as_expert, store.labelled_cases(), steps=learn_steps, device=device)
+            model, _ = learn_style(start_model, as_expert, store.labelled_cases(), steps=learn_steps, device=device)  # every saved case, from the start's rows
             record["learn_seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(record)
         if on_case is not None:

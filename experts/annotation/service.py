@@ -91,6 +91,7 @@ class AnnotationService:
         if list(model.plan.class_names) != list(spec.class_names):
             raise ConfigError(f"the model segments {', '.join(model.plan.class_names)}, the dataset {', '.join(spec.class_names)}; pass a model trained on this dataset")
         self.model, self.expert, self.device = model, expert, device
+        self.start_model = model  #: what every "learn my style" learns from (all saved cases at once)
         self.token = token or secrets.token_urlsafe(18)
         self.learn_steps, self.out = int(learn_steps), (Path(out) if out else None)
         self.cases: dict[str, _Case] = {}
@@ -242,7 +243,7 @@ class AnnotationService:
             if self.adapting["state"] == "running":
                 raise ApiError(409, "learning is already running; wait for it to finish (see status)")
             self.adapting = {"state": "running", "step": 0, "steps": self.learn_steps, "message": f"learning from {len(cases)} case(s)", "info": None}
-            model = self.model
+            model = self.start_model
 
         def progress(step, steps):
             self.adapting.update(step=step, steps=steps)
@@ -257,7 +258,7 @@ class AnnotationService:
                 with self._lock:
                     self.model, self.version = new, self.version + 1
                     self.cases = {c: w for c, w in self.cases.items() if w.dirty}
-                    self.adapting = {"state": "done", "step": info["steps"], "steps": info["steps"], "message": f"learned from {len(cases)} case(s) in {info['seconds']:.0f} s; the page now answers with {self.expert}'s row", "info": info}
+                    self.adapting = {"state": "done", "step": info["steps"], "steps": info["steps"], "message": _learned(info, self.expert), "info": info}
             except Exception as err:  # shown on the page; the model stays as it was
                 self.adapting = {"state": "failed", "step": 0, "steps": self.learn_steps, "message": f"learning failed: {type(err).__name__}: {shorten(str(err), 300, quote=False)}", "info": None}
 
@@ -383,3 +384,15 @@ def _json_body(body: bytes) -> dict:
 
 def _dumps(data) -> bytes:
     return json.dumps(data, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)).encode("utf-8")
+
+
+def _learned(info: dict, expert: str) -> str:
+    """What the page says after "learn my style"."""
+    n = len(info["cases"])
+    if "left_out_scores" not in info:
+        how = f"{info['steps']} steps"
+    elif info["steps"] == 0:
+        how = f"no step count beat {info['init']}'s row on a left-out case, so it is kept"
+    else:
+        how = f"{info['steps']} of {info['budget']} steps, the count that scored best on a left-out case"
+    return f"learned from {n} case(s) in {info['seconds']:.0f} s ({how}); the page now answers with {expert}'s row"

@@ -63,7 +63,8 @@ def run(ctx) -> dict:
     earlier = {k: e for k, e in ctx.results.get("annotation", {}).get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
     previous = ctx.results.get("annotation", {})
     commands = list(dict.fromkeys(c for c in [*previous.get("commands", []), previous.get("command")] if c)) if earlier else []  # the runs the kept doctors came from
-    out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier), "commands": commands}
+    learning = LEARNING if not earlier or previous.get("learning") == LEARNING else "mixed"
+    out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier), "commands": commands, "learning": learning}
     for doctor in doctors:
         entry = _doctor(ctx, manifest, data, config, tag, names[1], doctor, multi, s)
         out["experts"][f"{doctor} (nuclei)" if nuclei else doctor] = {**entry, "doctor": doctor, "structures": s["structures"]}
@@ -161,6 +162,18 @@ def plot(result: dict, folder):
     return path
 
 
+#: how "learn my style" learned when the suite ran (results without it predate the left-out step choice)
+LEARNING = "from-start"
+_LEARNING_TEXT = {
+    LEARNING: "after each save the doctor's row is learned from every saved case, from the starting model, with a budget of {steps} steps "
+              "whose count the saved cases choose by leaving one out (step 0, the nearest expert's row, included)",
+    "cumulative": "after each save the learned row trained {steps} more steps on every saved case (measured before learning started from "
+                  "the starting model and chose its steps on a left-out case)",
+    "mixed": "some doctors below were measured with each save training the learned row {steps} more steps, the others learning from the "
+             "starting model with the step count chosen on a left-out case",
+}
+
+
 def section(result: dict, rel: list[str], command: str) -> list[str]:
     """The ``## Learning from corrections`` section of BENCHMARKS.md."""
     s = result["settings"]
@@ -170,7 +183,7 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
              "A simulated new doctor corrects five of their training cases in turn, with clicks at the largest error, until the mean",
              f"Dice over classes reaches {result['fraction']:.2f} x the dedicated model's test Dice or {s['max_clicks']} clicks; case 1 starts from the nearest expert.",
              "Dedicated: the better of the multi-expert pretraining that had the doctor's full labels and the network trained from scratch",
-             f"on all their dense training cases. Adapting: after each save the doctor's row learns from every saved case ({s['learn_steps']} steps);",
+             f"on all their dense training cases. Adapting: {_LEARNING_TEXT[result.get('learning', 'cumulative')].format(steps=s['learn_steps'])};",
              "control: never adapts. Dice on the model grid against the doctor's own labels. A `+` marks a case that did not reach the goal."]
     if any(e.get("structures") == "nuclei" for e in result["experts"].values()):
         lines.append("The nuclei demo is the interactive suite's (2 mm), its models trained with `configs/demo.yaml` in full mode.")

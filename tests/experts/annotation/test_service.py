@@ -167,5 +167,11 @@ def test_learn_my_style_adds_the_doctors_row_and_the_page_switches_to_it(service
     assert st["has_own_row"] and "drme" in st["experts"] and st["version"] == 1
     assert call(service, "POST", "/api/load", {"case": "case01"})[1]["start"] == "drme"
     assert load_bundle(tmp_path / "learned" / "model").experts == ["small", "medium", "drme"]  # the learned model, saved
-    call(service, "POST", "/api/adapt")  # a second round updates the existing row
-    assert service.wait(120)["info"]["how"] == "update"
+    call(service, "POST", "/api/load", {"case": "case01"})
+    call(service, "POST", "/api/save", {"case": "case01"})
+    call(service, "POST", "/api/adapt")  # a second round learns from both saves, from the page's starting model
+    done = service.wait(120)
+    info = done["info"]
+    assert "left-out case" in done["message"]
+    assert info["how"] == "fit" and info["cases"] == ["case00", "case01"] and set(info["left_out_scores"]) == {0, 1, 2}
+    assert info["steps"] == max(info["left_out_scores"], key=lambda k: (info["left_out_scores"][k], -k))  # the best left-out step, 0 included
