@@ -438,8 +438,9 @@ def compare(model, data, out, runs, adapters, split, max_cases, overwrite, confi
 @click.option("--write", default=None, type=click.Path(dir_okay=False), help="Write the tables and plots to this Markdown file (e.g. BENCHMARKS.md).")
 @click.option("--report-only", is_flag=True, help="Run nothing: write the plots (and --write) from the results already in --out.")
 @click.option("--option", "options", multiple=True, metavar="SUITE.KEY=VALUE", help="A suite's own setting, e.g. --option selection.seeds=2 (repeatable; see the suite's module).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command: reuse the runs it finished in --out.")
 @user_errors
-def bench(quick, out, suites, write, report_only, options):
+def bench(quick, out, suites, write, report_only, options, resume):
     """Benchmarks: label efficiency, multi-expert baselines, scribbles vs dense, speed.
 
     \b
@@ -449,6 +450,7 @@ def bench(quick, out, suites, write, report_only, options):
       expertseg bench --suite targets --write BENCHMARKS.md   # adds the stage-2 targets (longer pretraining)
       expertseg bench --report-only --write BENCHMARKS.md     # rewrite the report from bench_out/results.json
       expertseg bench --suite selection --option selection.seeds=2 --option selection.experts=drnew
+      expertseg bench --suite capacity --resume    # after an interruption: finished runs are kept
     """
     from pipelines.bench.runner import run_bench
 
@@ -458,7 +460,7 @@ def bench(quick, out, suites, write, report_only, options):
     parsed = dict(o.partition("=")[::2] for o in options)
     if any("=" not in o or "." not in o.partition("=")[0] for o in options):
         raise click.UsageError("--option takes SUITE.KEY=VALUE, e.g. --option selection.seeds=2")
-    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command, options=parsed)
+    run_bench(out=out, mode="quick" if quick else "full", suites=() if report_only else tuple(suites) or BENCH_SUITES, write=write, command=command, options=parsed, resume=resume)
 
 
 def main(argv=None):

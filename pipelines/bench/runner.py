@@ -42,6 +42,8 @@ class BenchContext:
     seconds: dict = field(default_factory=dict)
     #: suite options, ``{"<suite>.<key>": "value"}`` (``--option``), e.g. fewer seeds
     options: dict = field(default_factory=dict)
+    #: reuse the runs an interrupted bench finished in ``out`` (a run folder with its summary)
+    resume: bool = False
 
     @property
     def settings(self) -> dict:
@@ -56,6 +58,9 @@ class BenchContext:
         if name in self.runs:
             return self.runs[name]
         out = self.out / "runs" / name
+        if self._finished(out):
+            self.runs[name] = json.loads((out / "summary.json").read_text())
+            return self.runs[name]
         t0 = time.perf_counter()
         extra = tuple(kwargs.pop("overrides", ()))
         base = self.overrides if config is None else ()
@@ -71,11 +76,18 @@ class BenchContext:
         adapt = stage_runner("adapt")
 
         out = self.out / "runs" / name
+        if self._finished(out):
+            return json.loads((out / "summary.json").read_text())
         extra = tuple(kwargs.pop("overrides", ()))
         base = self.overrides if config is None else ()
         summary = adapt(data=str(kwargs.pop("data", self.data)), out=str(out), config_path=config or self.config, overrides=base + extra, tracking="local", overwrite=True, progress=False, **kwargs)
         shutil.rmtree(out / "model", ignore_errors=True)  # the adapter is what matters; keep the bench folder small
         return summary
+
+    def _finished(self, out: Path) -> bool:
+        """With ``resume``: a run of this name finished earlier (it trusts the name: resume only the
+        command that was interrupted)."""
+        return self.resume and (out / "summary.json").is_file()
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -135,10 +147,12 @@ def machine() -> dict:
     return info
 
 
-def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "", options: dict | None = None) -> dict:
+def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES, data: str | None = None, write: str | None = None, command: str = "", options: dict | None = None,
+              resume: bool = False) -> dict:
     """Run the chosen suites and write ``results.json``, plots and (optionally) ``BENCHMARKS.md``.
     With no suites, nothing runs: the plots and the Markdown are written from ``results.json``.
-    ``options`` (``{"<suite>.<key>": value}``) are read by the suite they name."""
+    ``options`` (``{"<suite>.<key>": value}``) are read by the suite they name; ``resume`` reuses
+    the pretrainings and adaptations an interrupted run of the same command finished."""
     from pipelines.bench import report
 
     if mode not in MODES:
@@ -146,7 +160,7 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     settings = MODES[mode]
     root = Path(__file__).resolve().parents[2]
     config = str(root / "configs" / settings["config"]) if settings["config"] else None
-    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"], options=dict(options or {}))
+    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"], options=dict(options or {}), resume=resume)
     stray = sorted({k.partition(".")[0] for k in ctx.options} - set(suites))
     if stray:
         raise click.UsageError(f"--option for suite(s) {', '.join(stray)} that do not run; add --suite {stray[0]}")
