@@ -143,3 +143,20 @@ def test_regulariser_options_give_the_main_arms_their_own_seeds():
 
     assert regularisers._seeds({"seeds": 3, "other_seeds": 1}) == "3 seed(s) for partial and all, 1 for the other arms"
     assert regularisers._seeds({"seeds": 2}) == "2 seed(s) per arm"
+
+
+def test_resume_reuses_the_runs_an_interrupted_bench_finished(tmp_path, monkeypatch):
+    from pipelines.runtime import stages
+
+    for name in ("pre", "ad"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps({"name": name, "test_dice": {}}))
+    (tmp_path / "runs" / "unfinished").mkdir()
+    ran = []
+    monkeypatch.setattr(stages, "stage_runner", lambda stage: lambda **kw: ran.append((stage, kw["out"])) or {"name": "new"})
+    ctx = runner.BenchContext(out=tmp_path, mode="full", config=None, overrides=(), resume=True)
+    assert ctx.pretrain("pre")["name"] == "pre" and ctx.runs["pre"]["name"] == "pre"
+    assert ctx.adapt("ad", model="m", expert="e")["name"] == "ad" and not ran
+    assert ctx.adapt("unfinished", model="m", expert="e")["name"] == "new" and ran == [("adapt", str(tmp_path / "runs" / "unfinished"))]
+    fresh = runner.BenchContext(out=tmp_path, mode="full", config=None, overrides=())  # without resume every run trains again
+    assert fresh.adapt("ad", model="m", expert="e")["name"] == "new"
