@@ -151,8 +151,9 @@ class Auto(TrainableSet):
     is step 0, the expert keeps the initial row (adapting never ends worse than not adapting, on
     the doctor's evidence). With one case, nothing can be held out: ``single`` trains for the
     full budget; ``rows`` was chosen on pretraining experts held out of their own pretraining
-    (BENCHMARKS.md, "Adapter capacity": from one case, ``rows`` gained the most over the nearest
-    row on average and ``decoder`` the least, with the worst single loss).
+    (BENCHMARKS.md, "Capacity ladder on configs/demo.yaml, and the rule for one case": from one
+    case, ``rows`` gained the most over the nearest row on average and ``decoder`` the least, with
+    the worst single loss).
     """
 
     @dataclass
