@@ -40,13 +40,19 @@ def test_the_logged_parts_carry_the_share_of_time_spent_waiting_for_batches():
             time.sleep(pause)
             yield Batch(image=torch.randn(1, 1, 4, 4, 4), label=torch.zeros(1, 1, 4, 4, 4, dtype=torch.long), expert=torch.zeros(1, dtype=torch.long), spacing=torch.ones(1, 3))
 
-    def waited(pause):
+    def waited(data_pause, step_pause):
+        """Both sides slowed by a sleep, so that the shares do not depend on how busy the machine is."""
         net, logged = Net(), []
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
-        fit(model=net, loss_fn=lambda outputs, batch, step: {"loss": outputs.logits.square().mean()}, optimizers=[opt], schedules=[], batches=batches(pause), start_step=0, steps=6, device=torch.device("cpu"),
+
+        def loss_fn(outputs, batch, step):
+            time.sleep(step_pause)
+            return {"loss": outputs.logits.square().mean()}
+
+        fit(model=net, loss_fn=loss_fn, optimizers=[opt], schedules=[], batches=batches(data_pause), start_step=0, steps=6, device=torch.device("cpu"),
             callbacks=Callbacks(on_log=lambda step, parts: logged.append(parts), log_every=3), progress=False, plain_every=0)
         return [p["data_wait_fraction"] for p in logged]
 
-    slow, fast = waited(0.05), waited(0.0)
+    slow, fast = waited(0.1, 0.0), waited(0.0, 0.1)
     assert len(slow) == 2 and min(slow) > 0.5, slow
     assert max(fast) < 0.5, fast
