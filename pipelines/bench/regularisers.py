@@ -14,7 +14,7 @@ mode the default weights are used as they are.
 ``expertseg bench --quick --suite regularisers`` is the reduced size (toy data, 1 seed, no search).
 Options (``--option regularisers.KEY=VALUE``): ``seeds`` (of the main arms, :data:`MAIN_ARMS`),
 ``other_seeds`` (of the other arms), ``search`` (1: choose the weights on validation cases; 0: the
-defaults).
+defaults), ``arms`` (a comma-separated subset of :data:`ARMS`; ``partial`` always runs).
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def run(ctx) -> dict:
     experts = [e for e in pre if len(manifest.labels_of(expert=e, split="train", kind="dense")) >= 2]
     from pipelines.bench.runner import suite_options
 
-    s = suite_options(ctx, "regularisers", {"seeds": ctx.settings["seeds"], "other_seeds": ctx.settings["seeds"], "search": int(ctx.settings.get("regulariser_search", ctx.mode == "full"))})
+    s = suite_options(ctx, "regularisers", {"seeds": ctx.settings["seeds"], "other_seeds": ctx.settings["seeds"], "search": int(ctx.settings.get("regulariser_search", ctx.mode == "full")), "arms": ",".join(ARMS)})
+    arms = _arms(s["arms"])
     cfg = load_config(ctx.config, ctx.overrides)
     scrib_data = derived_dataset(manifest, experts, ctx.out / "data-scribbles", scribbles=True, scribble_cfg=cfg.scribbles)
     dense = ctx.pretrain("dense-only", data=derived_dataset(manifest, experts, ctx.out / "data-dense", scribbles=False, scribble_cfg=cfg.scribbles))
@@ -185,7 +186,7 @@ def run(ctx) -> dict:
     dense_test = _score(dense, cases[1])
     weights, tried = _choose_weights(ctx, scrib_data, cfg, cases, search=bool(s["search"]))
     out = {"experts": cases[2], "steps": cfg.train.steps, "seeds": s["seeds"], "other_seeds": s["other_seeds"], "weights": weights, "search": tried, "dense": dense_test, "arms": {}}
-    for arm in ARMS:
+    for arm in arms:
         runs = [_train(ctx, arm, weights, seed, scrib_data, cfg, cases) for seed in range(s["seeds"] if arm in MAIN_ARMS else s["other_seeds"])]
         ratio = {e: float(np.mean([r["test"][e]["dice"] for r in runs if e in r["test"]])) / dense_test[e]["dice"] for e in dense_test if dense_test[e]["dice"]}
         out["arms"][arm] = {"runs": runs, "ratio": ratio, "step": step_cost(arm, weights, cfg)}
@@ -210,6 +211,17 @@ def _stage2(ctx, manifest, out: dict) -> dict:
         s = ctx.adapt(f"reg-adapt-{arm}", model=a["runs"][0]["model"], expert=new, cases=five, scribbles=True, overrides=("adapt.trainable.name=rows", "seed=0"))
         res["arms"][arm] = {k: s.get(k) for k in ("test_dice", "test_dice_before", "steps", "seconds")}
     return res
+
+
+def _arms(text: str) -> list[str]:
+    """The ``arms`` option: a comma-separated subset of :data:`ARMS`, ``partial`` always included."""
+    from experts.errors import ConfigError
+
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ConfigError(f"--option regularisers.arms: unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+    return [a for a in ARMS if a in arms or a == "partial"]
 
 
 def summarise(out: dict) -> dict:
@@ -268,7 +280,7 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = ["## Scribble regularisers", "", f"Command: `{result.get('command', command)}`.", "",
              f"Scribble-only pretraining of {', '.join(result['experts'])} ({result['steps']} steps, {_seeds(result)}); "
-             f"weights chosen on validation cases: {', '.join(f'{k} {v:g}' for k, v in result['weights'].items())}. Dense pretraining: Dice {f(_mean(result['dense']))}.", "",
+             f"{'weights chosen on validation cases' if result.get('search') else 'the default weights, not searched'}: {', '.join(f'{k} {v:g}' for k, v in result['weights'].items())}. Dense pretraining: Dice {f(_mean(result['dense']))}.", "",
              "| arm | test Dice | ratio to dense | HD95 (mm) | HD95 vs partial | s / step | x partial | peak MB |", "|---|---|---|---|---|---|---|---|"]
     for arm, r in result["summary"].items():
         change = "-" if r["hd95_change"] is None else f"{100 * r['hd95_change']:+.0f}%"

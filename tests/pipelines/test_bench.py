@@ -143,6 +143,9 @@ def test_regulariser_options_give_the_main_arms_their_own_seeds():
 
     assert regularisers._seeds({"seeds": 3, "other_seeds": 1}) == "3 seed(s) for partial and all, 1 for the other arms"
     assert regularisers._seeds({"seeds": 2}) == "2 seed(s) per arm"
+    assert regularisers._arms("all, crf") == ["partial", "crf", "all"]  # in the table's order, partial always
+    with pytest.raises(Exception, match="unknown arm"):
+        regularisers._arms("crf,cfr")
 
 
 def test_resume_reuses_the_runs_an_interrupted_bench_finished(tmp_path, monkeypatch):
