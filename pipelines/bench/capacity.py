@@ -182,16 +182,19 @@ def plot(ctx, folder: Path) -> Path | None:
         scribbled = _mean(e["runs"].get("auto-scribbles-5", []))[0]
         if scribbled is not None:
             ax.scatter([5], [scribbled], marker="*", s=90, color="#e41a1c", zorder=3, label="auto, 5 scribbled")
-        for value, style, label in ((e["dedicated_pretraining"], "--", "dedicated (a): in pretraining"), (e["dedicated_scratch"], "-.", "dedicated (b): scratch, all cases"), (_mean(e["runs"].get("rows-dense-3", []), "test_dice_before")[0], ":", "nearest row")):
+        lines = ((e["dedicated_pretraining"], "--", "#555555", "dedicated (a): in pretraining"), (e["dedicated_scratch"], "-.", "#555555", "dedicated (b): scratch, all cases"),
+                 (_mean(e["runs"].get("rows-dense-3", []), "test_dice_before")[0], ":", "#555555", "nearest row"),
+                 (e.get("scratch3_long"), "--", "#984ea3", "scratch on the 3 cases, pretraining budget"), (e.get("scratch3_short"), ":", "#984ea3", "scratch on the 3 cases, short"))
+        for value, style, color, label in lines:
             v = value["mean"] if isinstance(value, dict) else value
             if v is not None:
-                ax.axhline(v, ls=style, color="#555555", lw=1, label=label)
+                ax.axhline(v, ls=style, color=color, lw=1, label=label)
         ax.set_xticks([1, 3, 5])
         ax.set_xlabel("the doctor's cases K")
         ax.set_ylabel("test Dice (mean over classes)")
         ax.set_title(f"held out: {h}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     path = folder / "adapter_capacity.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
