@@ -20,6 +20,8 @@ the doctors already measured on the other.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["run", "section", "settings", "plot", "verdict"]
 
@@ -27,6 +29,19 @@ OPTIONS = {"experts": "", "cases": 5, "max_clicks": 10, "learn_steps": 60, "seed
 STRUCTURES = ("tissue", "nuclei")
 FRACTION = 0.95  #: of the dedicated model's Dice: the simulated doctor's goal
 TARGET_DROP = 0.40  #: clicks' fall from case 1 to case 4 the issue asks for, and the margin over the control on cases 2..N
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What every doctor of one run shares: the data and config, the run names' prefix, the
+    interactive model's run name, the multi-expert dedicated model's summary and the options."""
+
+    data: Path
+    config: str | None
+    tag: str
+    interactive: str
+    multi: dict
+    options: dict
 
 
 def settings(ctx) -> dict:
@@ -65,15 +80,16 @@ def run(ctx) -> dict:
     commands = list(dict.fromkeys(c for c in [*previous.get("commands", []), previous.get("command")] if c)) if earlier else []  # the runs the kept doctors came from
     learning = LEARNING if not earlier or previous.get("learning") == LEARNING else "mixed"
     out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier), "commands": commands, "learning": learning}
+    setting = _Setting(data=data, config=config, tag=tag, interactive=names[1], multi=multi, options=s)
     for doctor in doctors:
-        entry = _doctor(ctx, manifest, data, config, tag, names[1], doctor, multi, s)
+        entry = _doctor(ctx, manifest, setting, doctor)
         out["experts"][f"{doctor} (nuclei)" if nuclei else doctor] = {**entry, "doctor": doctor, "structures": s["structures"]}
         ctx.results["annotation"] = out  # a finished doctor is kept, should a later one be interrupted
         ctx.save()
     return out
 
 
-def _doctor(ctx, manifest, source, config, tag: str, interactive: str, doctor: str, multi: dict, s: dict) -> dict:
+def _doctor(ctx, manifest, setting: _Setting, doctor: str) -> dict:
     import numpy as np
 
     from experts.adaptation import LabelledCase
@@ -81,13 +97,14 @@ def _doctor(ctx, manifest, source, config, tag: str, interactive: str, doctor: s
     from experts.annotation.loop import correction_loop
     from experts.bundle import load_bundle
 
+    source, s = setting.data, setting.options
     dense = sorted(lf.case for lf in manifest.labels_of(expert=doctor, split="train", kind="dense"))
-    scratch = ctx.pretrain(f"{tag}-scratch-all-{doctor}", data=source, config=config, include=[doctor], cases=dense)
-    dedicated = {"multi_expert": multi["test_dice"][doctor]["mean"], "scratch_all": scratch["test_dice"][doctor]["mean"]}
+    scratch = ctx.pretrain(f"{setting.tag}-scratch-all-{doctor}", data=source, config=setting.config, include=[doctor], cases=dense)
+    dedicated = {"multi_expert": setting.multi["test_dice"][doctor]["mean"], "scratch_all": scratch["test_dice"][doctor]["mean"]}
     used = max(dedicated, key=dedicated.get)
     goal = FRACTION * dedicated[used]
     cases = [dense[i] for i in np.random.default_rng(s["seed"]).permutation(len(dense))[: s["cases"]]]
-    model = load_bundle(ctx.out / "runs" / interactive / "model")
+    model = load_bundle(ctx.out / "runs" / setting.interactive / "model")
     first = manifest.cases[cases[0]]
     start, scores = nearest_expert(model, [LabelledCase(case=cases[0], images=first.images, label=manifest.label(cases[0], doctor).path)])
     entry = {"cases": cases, "goal": goal, "dedicated": dedicated, "dedicated_used": used, "dedicated_dice": dedicated[used], "start": start, "start_scores": scores, "arms": {}}

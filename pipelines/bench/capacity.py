@@ -76,8 +76,7 @@ def run(ctx) -> dict:
     from experts.adaptation import choose_cases
     from experts.data.manifest import scan_dataset
     from pipelines.bench.efficiency import _held_out_pretraining_expert, zero_shot_mean_row
-
-    from experts.errors import ConfigError
+    from pipelines.bench.runner import known_experts
 
     s = settings(ctx)
     manifest = scan_dataset(ctx.data)
@@ -85,9 +84,7 @@ def run(ctx) -> dict:
     pre = [e for e in manifest.experts if e not in new]
     config = _config(ctx, s)
     held = [e.strip() for e in s["experts"].split(",") if e.strip()] or new + [_held_out_pretraining_expert(manifest, pre)]
-    unknown = [e for e in held if e not in manifest.experts]
-    if unknown:
-        raise ConfigError(f"--option capacity.experts: {', '.join(unknown)} not in the dataset ({', '.join(manifest.experts)})")
+    known_experts("capacity.experts", held, manifest)
     base = ctx.pretrain("capacity-base", include=pre, config=config)
     dedicated = ctx.pretrain("capacity-dedicated", include=pre + new, config=config)
     shown = None if config is None else "configs/" + Path(config).name

@@ -128,6 +128,16 @@ def suite_options(ctx, suite: str, defaults: dict) -> dict:
     return out
 
 
+def known_experts(option: str, names, manifest) -> list[str]:
+    """``names`` (from ``--option <option>``) checked against the dataset's experts."""
+    from experts.errors import ConfigError
+
+    unknown = [e for e in names if e not in manifest.experts]
+    if unknown:
+        raise ConfigError(f"--option {option}: {', '.join(unknown)} not in the dataset ({', '.join(manifest.experts)})")
+    return list(names)
+
+
 def machine() -> dict:
     import os
 

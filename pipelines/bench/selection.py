@@ -65,13 +65,12 @@ def settings(ctx) -> dict:
 
 
 def _held_out(manifest, s: dict) -> list[str]:
+    from pipelines.bench.runner import known_experts
+
     new = manifest.new_experts[0]
     pre = [e for e in manifest.experts if e not in manifest.new_experts]
     if s["experts"]:
-        unknown = [e for e in s["experts"] if e not in manifest.experts]
-        if unknown:
-            raise ConfigError(f"--option selection.experts: {', '.join(unknown)} not in the dataset ({', '.join(manifest.experts)})")
-        return list(s["experts"])
+        return known_experts("selection.experts", s["experts"], manifest)
     counts = {e: len(manifest.labels_of(expert=e, split="train", kind="dense")) for e in pre}
     return [new] + sorted(pre, key=lambda e: (-counts[e], pre.index(e)))[: s["held_out_pretraining"]]
 

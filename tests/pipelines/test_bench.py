@@ -138,6 +138,17 @@ def test_capacity_options_choose_seeds_config_and_held_out_experts(tmp_path):
         capacity.settings(runner.BenchContext(out=tmp_path, mode="full", config=None, overrides=(), options={"capacity.steps": "3"}))
 
 
+def test_held_out_experts_named_by_an_option_must_exist():
+    from types import SimpleNamespace
+
+    from experts.errors import ConfigError
+
+    manifest = SimpleNamespace(experts=["ref", "drnew"])
+    assert runner.known_experts("capacity.experts", ("drnew",), manifest) == ["drnew"]
+    with pytest.raises(ConfigError, match=r"selection.experts: drfra not in the dataset \(ref, drnew\)"):
+        runner.known_experts("selection.experts", ["drnew", "drfra"], manifest)
+
+
 def test_regulariser_options_give_the_main_arms_their_own_seeds():
     from pipelines.bench import regularisers
 
