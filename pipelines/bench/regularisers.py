@@ -258,6 +258,9 @@ def plot(result: dict, folder) -> list:
     if dense:
         a1.axhline(dense, color="#4daf4a", ls="--", label="dense pretraining")
         a1.legend(fontsize=8)
+    shown = [v for v in [*(rows[a]["dice"] for a in arms), dense] if v]
+    if shown:  # bars from 0 would hide differences of a few hundredths
+        a1.set_ylim(max(0.0, min(shown) - 0.05), min(1.0, max(shown) + 0.02))
     a1.set_ylabel("test Dice (mean over experts, classes, seeds)")
     a2.bar(arms, [rows[a]["hd95"] or np.nan for a in arms], color="#ff7f00")
     a2.set_ylabel("test HD95 (mm)")
@@ -285,6 +288,9 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
     for arm, r in result["summary"].items():
         change = "-" if r["hd95_change"] is None else f"{100 * r['hd95_change']:+.0f}%"
         lines.append(f"| {arm} | {f(r['dice'])}{'' if r['dice_sd'] is None else ' ± ' + f(r['dice_sd'])} | {f(r['ratio'])} | {f(r['hd95'], 1)} | {change} | {f(r['step_seconds'])} | {f(r['step_ratio'], 2)} | {f(r['peak_mb'], 0)} |")
+    if result.get("search"):
+        tried = "; ".join(f"{t} " + ", ".join(f"{w} -> {f(v)}" for w, v in scores.items()) for t, scores in result["search"].items())
+        lines += ["", f"Validation Dice (seed 0, the held-out fold of the training cases against their dense labels) per weight tried: {tried}."]
     lines += ["", *[f"![scribble regularisers]({p})" for p in rel if p.endswith("scribble_regularisers.png")]]
     st = result.get("stage2") or {}
     if st.get("arms"):
@@ -295,4 +301,4 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
         for arm, r in st["arms"].items():
             after, before = (r.get("test_dice") or {}).get("mean"), (r.get("test_dice_before") or {}).get("mean")
             lines.append(f"| {arm} | {f(before)} | {f(after)} | {'-' if after is None or base is None else f'{after - base:+.3f}'} | {r.get('steps', '-')} | {f(r.get('seconds'), 0)} |")
-    return lines
+    return lines + [""]
