@@ -20,6 +20,7 @@ over-segmentation cannot game.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from experts.adaptation.rows import create_init
 from experts.adaptation.trainable import Auto, PenalisedLoss, create_trainable, select_trainable
 from experts.bundle import ModelBundle
 from experts.errors import ConfigError
+from experts.training.averaging import WeightAverage
 from experts.training.setup import DEFAULT_LOSS_TERMS
 
 __all__ = ["Adapter", "LabelledCase", "choose_cases"]
@@ -85,6 +87,9 @@ class Adapter:
             params}`` or instance), or ``"auto"`` to let the cases choose among rungs.
         steps: optimisation steps (the budget the held-back case chooses within).
         lr: learning rate of the rows; head_lr: of shared parts, when trainable includes them.
+        average: decay of a moving average of the trained weights
+            (:class:`~experts.training.averaging.WeightAverage`) that is scored and kept instead
+            of the last iterate; 0 turns it off.
         batch_size: patches per step.
         eval_every: steps between scorings of held-back or validation cases.
         holdout: ``"auto"`` (hold one case back when there are 3 or more) or ``"none"``.
@@ -124,6 +129,7 @@ class Adapter:
         steps: int = 200,
         lr: float = 0.01,
         head_lr: float = 1e-3,
+        average: float = 0.0,
         batch_size: int = 2,
         eval_every: int = 25,
         holdout: str = "auto",
@@ -147,6 +153,7 @@ class Adapter:
         self.steps = steps
         self.lr = lr
         self.head_lr = head_lr
+        self.average = average
         self.batch_size = batch_size
         self.eval_every = eval_every
         self.holdout = holdout
@@ -165,7 +172,7 @@ class Adapter:
 
     def get_params(self) -> dict:
         """The settings that decide the result (for ``mlflow.log_params``)."""
-        keys = ("steps", "lr", "head_lr", "batch_size", "eval_every", "holdout", "seed")
+        keys = ("steps", "lr", "head_lr", "average", "batch_size", "eval_every", "holdout", "seed")
         return {"init": create_init(self.init).describe(), "trainable": create_trainable(self.trainable).name, **{k: getattr(self, k) for k in keys}}
 
     # --- stage 2 for a new expert ---------------------------------------------------------------
@@ -371,7 +378,7 @@ class Adapter:
         items = [SampleItem(c.case, expert, c.kind, row) for c in cases]
         setup = build_training(plan=self.base.plan, cache=train_cache, items=items, network=net, batch_size=self.batch_size, seed=seed, loss_terms=self.loss_terms, augment=self.augment, device=self.device)
         checkpoints = CheckpointDir(Path(self.workdir) / "checkpoints" / phase) if self.workdir is not None else None
-        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, loss=PenalisedLoss(setup.loss, penalty), score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score, run_id=self.run_id)
+        run = _Run(net=net, row=row, expert=expert, optimizers=optimizers, setup=setup, loss=PenalisedLoss(setup.loss, penalty), score_cache=score_cache, score_cases=list(score_cases), plan=self.base.plan, device=self.device, steps=steps, on_score=self.on_score, run_id=self.run_id, average=self.average)
         run.go(checkpoints=checkpoints, checkpoint_every=self.checkpoint_every, resume=self.resume, progress=self.progress, on_log=self.on_log, eval_every=self.eval_every, desc=f"adapt {expert} ({phase})", score_initial=score_initial)
         return net, row, forks, run.history, run.best["step"]
 
@@ -379,31 +386,38 @@ class Adapter:
 class _Run:
     """The state of one adaptation training run: scoring, best state, checkpoints, resume."""
 
-    def __init__(self, *, net, row, expert, optimizers, setup, loss, score_cache, score_cases, plan, device, steps, on_score, run_id=None):
+    def __init__(self, *, net, row, expert, optimizers, setup, loss, score_cache, score_cases, plan, device, steps, on_score, run_id=None, average: float = 0.0):
         self.net, self.row, self.expert, self.optimizers, self.setup, self.loss = net, row, expert, optimizers, setup, loss
         self.score_cache, self.score_cases, self.plan, self.device, self.steps, self.on_score = score_cache, score_cases, plan, device, steps, on_score
         self.history: list[tuple[int, float]] = []
         self.best = {"score": -1.0, "step": steps, "state": None}
         self.trainable = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
         self.run_id = run_id
+        self.average = WeightAverage(self.trainable, average) if average else None
 
     def validate(self, step: int):
-        from experts.training.validation import Target, expert_dice
+        from experts.training.validation import Target
 
         targets = {c: [Target(self.expert, self.row, self.expert)] for c in self.score_cases}
-        scores = expert_dice(self.net, cache=self.score_cache, targets=targets, class_names=self.plan.class_names, patch_size=self.plan.patch_size, device=self.device, partial="accuracy")
+        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+            scores = self._scores(targets)
         value = scores.get(self.expert, {}).get("mean", 0.0)
         self.history.append((step, value))
         if value > self.best["score"]:
-            self.best.update(score=value, step=step, state=[p.detach().clone() for p in self.trainable])
+            self.best.update(score=value, step=step, state=[p.detach().clone() for p in (self.average.average if self.average is not None else self.trainable)])
         if self.on_score is not None:
             self.on_score(step, value)
         return scores
 
+    def _scores(self, targets) -> dict:
+        from experts.training.validation import expert_dice
+
+        return expert_dice(self.net, cache=self.score_cache, targets=targets, class_names=self.plan.class_names, patch_size=self.plan.patch_size, device=self.device, partial="accuracy")
+
     def state(self, step: int) -> dict:
         from experts.training.checkpoint import rng_state
 
-        return {"net": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers], "step": step, "history": [list(h) for h in self.history], "best": self.best, "rng": rng_state(), "run_uid": self.run_id}
+        return {"net": self.net.state_dict(), "loss": self.setup.loss.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers], "step": step, "history": [list(h) for h in self.history], "best": self.best, "rng": rng_state(), "run_uid": self.run_id, "average": self.average.state_dict() if self.average is not None else None}
 
     def restore(self, checkpoints) -> int:
         from experts.training.checkpoint import set_rng_state
@@ -419,6 +433,8 @@ class _Run:
             opt.load_state_dict(st)
         self.history[:] = [tuple(h) for h in state["history"]]
         self.best.update(state["best"])
+        if self.average is not None and state.get("average") is not None:
+            self.average.load_state_dict(state["average"])
         set_rng_state(state["rng"])
         return int(state["step"])
 
@@ -429,8 +445,10 @@ class _Run:
         if score_initial and self.score_cases and start == 0:
             self.validate(0)
         save = (lambda step: checkpoints.save(step, self.state(step))) if checkpoints is not None and checkpoint_every else None
-        callbacks = Callbacks(on_log=on_log, on_validate=self.validate if self.score_cases else None, on_checkpoint=save, log_every=10, val_every=eval_every, checkpoint_every=checkpoint_every)
+        callbacks = Callbacks(on_step=(lambda step: self.average.update()) if self.average is not None else None, on_log=on_log, on_validate=self.validate if self.score_cases else None, on_checkpoint=save, log_every=10, val_every=eval_every, checkpoint_every=checkpoint_every)
         fit(model=self.net, loss_fn=self.loss, optimizers=self.optimizers, schedules=[], batches=self.setup.loader(start, self.steps), start_step=start, steps=self.steps, device=torch.device(self.device), callbacks=callbacks, progress=progress, desc=desc)
+        if self.best["state"] is None and self.average is not None:
+            self.average.copy_to_params()
         if self.best["state"] is not None:
             with torch.no_grad():
                 for p, v in zip(self.trainable, self.best["state"]):

@@ -33,11 +33,13 @@ class NonFiniteLoss(ExpertsegError):
 class Callbacks:
     """Hooks of :func:`fit`; each is optional.
 
+    ``on_step(step)`` after every optimiser step (a weight average updates there),
     ``on_log(step, parts)`` every ``log_every`` steps with the mean loss parts since the last call,
     ``on_validate(step)`` every ``val_every`` steps and at the end, ``on_checkpoint(step)`` every
     ``checkpoint_every`` steps and at the end. ``step`` counts completed steps.
     """
 
+    on_step: Callable[[int], None] | None = None
     on_log: Callable[[int, dict], None] | None = None
     on_validate: Callable[[int], dict | None] | None = None
     on_checkpoint: Callable[[int], None] | None = None
@@ -126,6 +128,8 @@ def fit(
                 sched.step()
             step += 1
             count += 1
+            if cb.on_step:
+                cb.on_step(step)
             elapsed += time.perf_counter() - last
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)

@@ -35,6 +35,7 @@ def adapter_from_config(base, expert: str, cfg: Config, **runtime):
         steps=a.steps,
         lr=a.lr,
         head_lr=a.head_lr,
+        average=a.average,
         batch_size=a.batch_size,
         eval_every=a.eval_every,
         holdout=a.holdout,

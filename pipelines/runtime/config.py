@@ -149,6 +149,7 @@ class AdaptConfig:
     batch_size: int = 2
     lr: float = 0.01  #: chosen by an Optuna study on validation cases (see the README); 0.05 was noisier
     head_lr: float = 1e-3  #: learning rate of shared parts when trainable includes them
+    average: float = 0.0  #: decay of a moving average of the trained weights, scored and kept instead of the last step (0: off)
     init: InitConfig = field(default_factory=InitConfig)
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     holdout: Literal["auto", "none"] = "auto"  #: auto: hold one given case back to pick the best step when K >= 3
@@ -386,6 +387,8 @@ def _check_values(cfg: Config, where: str) -> None:
     for name, value in (("train.lr", cfg.train.lr), ("train.style_lr_scale", cfg.train.style_lr_scale), ("adapt.lr", cfg.adapt.lr), ("adapt.head_lr", cfg.adapt.head_lr)):
         if not value > 0:
             problems.append(f"{where}: '{name}' must be > 0, got {value}")
+    if not 0 <= cfg.adapt.average < 1:
+        problems.append(f"{where}: 'adapt.average' must be in [0, 1) (0: off; 0.95 averages about the last 20 steps), got {cfg.adapt.average}")
     for name, lst in (("data.patch_size", cfg.data.patch_size), ("data.spacing", cfg.data.spacing), ("data.max_patch_size", cfg.data.max_patch_size)):
         if lst is not None and (len(lst) != 3 or not all(math.isfinite(v) and v > 0 for v in lst)):
             problems.append(f"{where}: '{name}' must be 3 positive numbers, got {shorten(lst)}")

@@ -82,3 +82,22 @@ def test_fit_refuses_an_expert_the_model_has_and_update_one_it_lacks(base):
         Adapter(bundle, "newdoc").update("nobody", cases)
     with pytest.raises(ConfigError, match="unknown trainable set"):
         Adapter(bundle, "newdoc", trainable="everything").fit(cases)
+
+
+def test_average_keeps_the_moving_average_of_the_iterates_it_trained_through(base):
+    bundle, manifest = base
+    cases = labelled(manifest, "newdoc", ["case00"])
+
+    def rows(steps, average=0.0):
+        a = Adapter(bundle, "newdoc", steps=steps, batch_size=1, seed=2, init="mean", trainable="rows", lr=0.05, average=average).fit(cases)
+        tables = a.network_.row_tables()
+        return torch.cat([t[a.row_].flatten() for name in sorted(tables) for t in tables[name]])
+
+    iterates = [rows(n) for n in (1, 2, 3)]  # the same seed: the same first steps
+    start = Adapter(bundle, "newdoc", steps=1, init="mean").fit(cases).rows_init_
+    expected = torch.cat([t.flatten() for name in sorted(start) for t in start[name]])
+    for n, w in enumerate(iterates, start=1):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * w
+    assert torch.allclose(rows(3, average=0.9), expected, atol=1e-6)
+    assert not torch.allclose(expected, iterates[-1])
