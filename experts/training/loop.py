@@ -109,23 +109,7 @@ def fit(
                 outputs = model(batch.image, batch.expert, **{k: batch[k] for k in ("prompts", "target") if batch.get(k) is not None})
             parts = loss_fn(outputs, batch, step=step)
             loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"loss became {loss.item()} at step {step + 1}; the run stopped and its last good checkpoint is kept; "
-                    "lower train.lr, check the images for extreme values, or resume from the checkpoint"
-                )
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip > 0:
-                for opt in optimizers:
-                    scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            for opt in optimizers:
-                scaler.step(opt)
-            scaler.update()
-            for sched in schedules:
-                sched.step()
+            _optimise(loss, step=step, optimizers=optimizers, schedules=schedules, scaler=scaler, params=params, grad_clip=grad_clip)
             step += 1
             count += 1
             if cb.on_step:
@@ -159,6 +143,28 @@ def fit(
     if cb.on_checkpoint and step == steps:
         cb.on_checkpoint(step)
     return step
+
+
+def _optimise(loss: torch.Tensor, *, step: int, optimizers, schedules, scaler, params, grad_clip: float) -> None:
+    """One optimiser step from ``loss`` (refused if it is not finite): backward, optional
+    gradient clipping, every optimiser and schedule."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(
+            f"loss became {loss.item()} at step {step + 1}; the run stopped and its last good checkpoint is kept; "
+            "lower train.lr, check the images for extreme values, or resume from the checkpoint"
+        )
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        for opt in optimizers:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+    for sched in schedules:
+        sched.step()
 
 
 def _autocast(device: torch.device, *, amp: bool, cpu_bf16: bool):
