@@ -2,19 +2,23 @@
 
 Held out in turn: the dataset's new doctors (the demo's ``drnew``, a boundary style, and ``drfar``,
 another definition of the structures) and one pretraining expert (left out of its own pretraining).
-For each: ``auto`` from K = 1, 3 and 5 dense cases; at K = 3 dense every rung of the ladder
-(``rows``, ``rows+head``, ``rows+lowrank``, ``decoder``, ``all``: fine-tuning everything); from 5
-scribbled cases ``auto`` and every rung (the doctor's own partial labels where the dataset has them,
-else scribbles simulated in the ``contour`` style, which no setting was tuned on). Beside them: the
-nearest and the mean existing row (zero-shot), the dedicated model (a) the pretraining that had the
-doctor's full labels and (b) the network trained from scratch on all their dense training cases,
-and from scratch on the same 3 cases at about an adaptation's compute and at the pretraining's
-budget. Seeds draw the cases and seed training.
+For each: ``auto`` from K = 1, 3, 5 and all of their dense cases; at K = 3 dense every rung of the
+ladder (``rows``, ``rows+head``, ``rows+lowrank``, ``decoder``, ``all``: fine-tuning everything); from
+5 scribbled cases ``auto`` and every rung (the doctor's own partial labels where the dataset has
+them, else scribbles simulated in the ``contour`` style, which no setting was tuned on); and ``auto``
+from 5 cases scribbled in each of the prompt styles (``styles``: simulated from the doctor's dense
+labels with each style's own defaults, ``contour`` last). Beside them: the nearest and the mean
+existing row (zero-shot), the pooled model (one row trained on every other expert's labels pooled),
+the dedicated model (a) the pretraining that had the doctor's full labels and (b) the network
+trained from scratch on all their dense training cases, and from scratch on the same 3 cases at
+about an adaptation's compute and at the pretraining's budget. Seeds draw the cases and seed
+training.
 
 Options (``--option capacity.KEY=VALUE``): ``seeds`` (default: the mode's), ``config`` (``demo``, the
 default in full mode: ``configs/demo.yaml``; ``bench``: the bench's shorter settings, about a third
 of the time), ``experts`` (comma-separated held-out experts instead of the new doctors and one
-pretraining expert).
+pretraining expert), ``styles`` (comma-separated scribble styles for the ``auto`` rows from 5
+scribbled cases; empty: none).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 __all__ = ["run", "RUNGS", "SHORT_STEPS"]
 
 RUNGS = ("rows", "rows+head", "rows+lowrank", "decoder", "all")
+#: the prompt styles ``auto`` adapts from (5 simulated-scribble cases each), the held-out one last
+STYLES = "line,centreline,slices,contour"
 SHORT_STEPS = 300  #: from scratch with about an adaptation's compute (demo config)
 #: the scribble style used where the doctor has no scribbles of their own; kept out of all tuning
 HELD_OUT_STYLE = "contour"
@@ -33,7 +39,7 @@ def settings(ctx) -> dict:
     """The mode's sizes with the ``capacity.*`` options applied."""
     from pipelines.bench.runner import suite_options
 
-    return suite_options(ctx, "capacity", {"seeds": ctx.settings["seeds"], "config": "demo" if ctx.mode == "full" else "bench", "experts": ""})
+    return suite_options(ctx, "capacity", {"seeds": ctx.settings["seeds"], "config": "demo" if ctx.mode == "full" else "bench", "experts": "", "styles": STYLES})
 
 
 def _config(ctx, s: dict) -> str | None:
@@ -48,7 +54,7 @@ def _keep(summary: dict) -> dict:
     return {k: summary.get(k) for k in ("cases", "test_dice", "test_dice_before", "init_source", "rung", "steps", "seconds", "adapter_bytes", "cv")}
 
 
-def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str], config, seeds: int) -> dict:
+def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str], config, seeds: int, styles: list[str]) -> dict:
     """Every adaptation of one held-out expert: ``{arm: [summary per seed]}``."""
     from experts.adaptation import choose_cases
 
@@ -61,6 +67,8 @@ def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str],
         for k in (1, 3, 5):
             if k <= len(dense):
                 go(f"auto-dense-{k}", choose_cases(dense, cases=None, shots=k, seed=seed))
+        if len(dense) > 5:
+            go("auto-dense-all", sorted(dense))
         three = choose_cases(dense, cases=None, shots=min(3, len(dense)), seed=seed)
         for rung in RUNGS:
             go(f"{rung}-dense-3", three, f"adapt.trainable.name={rung}")
@@ -69,6 +77,9 @@ def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str],
         style = () if own else (f"scribbles.name={HELD_OUT_STYLE}",)
         for rung in ("auto",) + RUNGS:
             go(f"{rung}-scribbles-5", five, f"adapt.trainable.name={rung}", *style, scribbles=not own)
+        simulated = choose_cases(dense, cases=None, shots=min(5, len(dense)), seed=seed)
+        for name in styles:
+            go(f"auto-style-{name}-5", simulated, f"scribbles.name={name}", "scribbles.params={}", scribbles=True)
     return runs
 
 
@@ -85,12 +96,15 @@ def run(ctx) -> dict:
     config = _config(ctx, s)
     held = [e.strip() for e in s["experts"].split(",") if e.strip()] or new + [_held_out_pretraining_expert(manifest, pre)]
     known_experts("capacity.experts", held, manifest)
+    styles = _styles(s["styles"])
     base = ctx.pretrain("capacity-base", include=pre, config=config)
     dedicated = ctx.pretrain("capacity-dedicated", include=pre + new, config=config)
     shown = None if config is None else "configs/" + Path(config).name
-    out = {"config": shown, "seeds": s["seeds"], "experts": {}, "pretrain_seconds": base["train_seconds"]}
+    out = {"config": shown, "seeds": s["seeds"], "styles": styles, "experts": {}, "pretrain_seconds": base["train_seconds"]}
     for h in held:
-        own_base = base if h in new else ctx.pretrain(f"capacity-without-{h}", include=[e for e in pre if e != h], config=config)
+        others = [e for e in pre if e != h]
+        own_base = base if h in new else ctx.pretrain(f"capacity-without-{h}", include=others, config=config)
+        pooled = ctx.pretrain("capacity-pooled" if h in new else f"capacity-pooled-without-{h}", include=others, config=config, overrides=("sampling.pool_experts=true",))
         dense = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="dense")]
         partial = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="partial")]
         three = choose_cases(dense, cases=None, shots=min(3, len(dense)), seed=0)
@@ -105,11 +119,34 @@ def run(ctx) -> dict:
             "scratch3_long": long["test_dice"].get(h),
             "scratch3_cases": three,
             "mean_row": zero_shot_mean_row(own_base["model"], ctx.data, h),
+            "pooled": pooled_score(pooled["model"], ctx.data, h),
+            "n_dense": len(dense),
             "scribbles": "own" if len(partial) >= 5 else HELD_OUT_STYLE,
-            "runs": _adapt_all(ctx, h=h, base=own_base, dense=dense, partial=partial, config=config, seeds=s["seeds"]),
+            "runs": _adapt_all(ctx, h=h, base=own_base, dense=dense, partial=partial, config=config, seeds=s["seeds"], styles=styles),
         }
         ctx.save()
     return out
+
+
+def _styles(option: str) -> list[str]:
+    from experts.errors import ConfigError
+    from experts.scribbles import list_scribble_styles
+
+    names = [n.strip() for n in option.split(",") if n.strip()]
+    unknown = [n for n in names if n not in list_scribble_styles()]
+    if unknown:
+        raise ConfigError(f"--option capacity.styles: unknown scribble style(s) {', '.join(unknown)}; known: {', '.join(list_scribble_styles())}")
+    return names
+
+
+def pooled_score(model_dir: str, data, expert: str) -> dict:
+    """Test Dice of the pooled model's one row against ``expert``'s labels."""
+    from experts.data.manifest import scan_dataset
+    from experts.training.validation import score_test_cases
+    from pipelines.runtime.models import load_model
+
+    model = load_model(model_dir)
+    return score_test_cases(model.network, scan_dataset(data), model.plan, {expert: 0}, device="cpu").get(expert, {})
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -138,18 +175,32 @@ def section(result: dict, rel: list[str], command: str) -> list[str]:
         ded = [v["mean"] for v in (e["dedicated_pretraining"], e["dedicated_scratch"]) if v]
         best = max(ded) if ded else None
         near, _ = _mean(e["runs"].get("rows-dense-3", []), "test_dice_before")
+        runs = e["runs"]
+        with_all = bool(runs.get("auto-dense-all"))
+        pooled = f"; pooled model {_fmt(e['pooled'])}" if "pooled" in e else ""
         lines += [f"### `{h}` ({e['role']} expert; scribbles: {e['scribbles']})", "",
-                  f"Dedicated (a) {_fmt(e['dedicated_pretraining'])}, (b) {_fmt(e['dedicated_scratch'])}; nearest row (zero-shot, chosen on 3 cases) {_fmt1(near)}; mean row {_fmt(e['mean_row'])};",
-                  f"from scratch on 3 cases ({', '.join(e['scratch3_cases'])}): {_fmt(e['scratch3_short'])} at about an adaptation's compute, {_fmt(e['scratch3_long'])} at the pretraining's budget.", "",
-                  "| arm | dense, K = 1 | dense, K = 3 | dense, K = 5 | scribbled, K = 5 | seconds (K = 3) | adapter KB (K = 3) | auto chose (K = 3) |", "|---|---|---|---|---|---|---|---|"]
+                  f"Dedicated (a) {_fmt(e['dedicated_pretraining'])}, (b) {_fmt(e['dedicated_scratch'])}; nearest row (zero-shot, chosen on 3 cases) {_fmt1(near)}; mean row {_fmt(e['mean_row'])}{pooled};",
+                  f"from scratch on 3 cases ({', '.join(e['scratch3_cases'])}): {_fmt(e['scratch3_short'])} at about an adaptation's compute, {_fmt(e['scratch3_long'])} at the pretraining's budget.", ""]
+        every = f" | dense, K = all ({e.get('n_dense')})" if with_all else ""
+        lines += [f"| arm | dense, K = 1 | dense, K = 3 | dense, K = 5{every} | scribbled, K = 5 | seconds (K = 3) | adapter KB (K = 3) | auto chose (K = 3) |", "|---|---|---|---|" + "---|" * with_all + "---|---|---|---|"]
         for arm in ("auto",) + RUNGS:
-            runs = e["runs"]
             three = runs.get(f"{arm}-dense-3", [])
             chose = ", ".join(f"{r['rung']}@{r['steps']}" for r in three) if arm == "auto" else ""
             secs = f"{sum(r['seconds'] for r in three) / len(three):.0f}" if three else "-"
             size = f"{max(r['adapter_bytes'] for r in three) / 1024:.0f}" if three else "-"
-            lines.append(f"| {arm} | {_cell(runs.get(f'{arm}-dense-1', []), best)} | {_cell(three, best)} | {_cell(runs.get(f'{arm}-dense-5', []), best)} | {_cell(runs.get(f'{arm}-scribbles-5', []), best)} | {secs} | {size} | {chose} |")
+            everything = f" | {_cell(runs.get(f'{arm}-dense-all', []), best)}" if with_all else ""
+            lines.append(f"| {arm} | {_cell(runs.get(f'{arm}-dense-1', []), best)} | {_cell(three, best)} | {_cell(runs.get(f'{arm}-dense-5', []), best)}{everything} | {_cell(runs.get(f'{arm}-scribbles-5', []), best)} | {secs} | {size} | {chose} |")
         lines.append("")
+        styles = [n for n in result.get("styles", []) if runs.get(f"auto-style-{n}-5")]
+        if styles:
+            lines += ["`auto` from 5 cases scribbled in each prompt style (simulated from the doctor's dense labels, each style's defaults; "
+                      f"`{HELD_OUT_STYLE}` was kept out of all tuning):", "",
+                      "| style | test Dice (of dedicated) | nearest row on those cases | auto chose |", "|---|---|---|---|"]
+            for n in styles:
+                r = runs[f"auto-style-{n}-5"]
+                chose = ", ".join(f"{x['rung']}@{x['steps']}" for x in r)
+                lines.append(f"| {n} | {_cell(r, best)} | {_fmt1(_mean(r, 'test_dice_before')[0])} | {chose} |")
+            lines.append("")
     return lines + [f"![adapter capacity]({p})" for p in rel if p.endswith("adapter_capacity.png")] + [""]
 
 
@@ -171,22 +222,22 @@ def plot(ctx, folder: Path) -> Path | None:
     experts = res["experts"]
     fig, axes = plt.subplots(1, len(experts), figsize=(5.5 * len(experts), 4.2), constrained_layout=True, squeeze=False)
     for ax, (h, e) in zip(axes.flat, experts.items()):
-        ks = [k for k in (1, 3, 5) if e["runs"].get(f"auto-dense-{k}")]
+        ks = {k: k for k in (1, 3, 5)} | ({"all": e["n_dense"]} if e.get("n_dense") else {})
         for arm, color in (("auto", "#377eb8"), ("rows", "#ff7f00")):
-            pts = [(k, _mean(e["runs"][f"{arm}-dense-{k}"])) for k in ks if e["runs"].get(f"{arm}-dense-{k}")]
+            pts = [(x, _mean(e["runs"][f"{arm}-dense-{k}"])) for k, x in ks.items() if e["runs"].get(f"{arm}-dense-{k}")]
             if pts:
                 ax.errorbar([k for k, _ in pts], [m for _, (m, _) in pts], yerr=[s for _, (_, s) in pts], marker="o", capsize=3, color=color, label=f"{arm}, dense")
         scribbled = _mean(e["runs"].get("auto-scribbles-5", []))[0]
         if scribbled is not None:
             ax.scatter([5], [scribbled], marker="*", s=90, color="#e41a1c", zorder=3, label="auto, 5 scribbled")
         lines = ((e["dedicated_pretraining"], "--", "#555555", "dedicated (a): in pretraining"), (e["dedicated_scratch"], "-.", "#555555", "dedicated (b): scratch, all cases"),
-                 (_mean(e["runs"].get("rows-dense-3", []), "test_dice_before")[0], ":", "#555555", "nearest row"),
+                 (_mean(e["runs"].get("rows-dense-3", []), "test_dice_before")[0], ":", "#555555", "nearest row"), (e.get("pooled"), ":", "#ff7f00", "pooled model"),
                  (e.get("scratch3_long"), "--", "#984ea3", "scratch on the 3 cases, pretraining budget"), (e.get("scratch3_short"), ":", "#984ea3", "scratch on the 3 cases, short"))
         for value, style, color, label in lines:
             v = value["mean"] if isinstance(value, dict) else value
             if v is not None:
                 ax.axhline(v, ls=style, color=color, lw=1, label=label)
-        ax.set_xticks([1, 3, 5])
+        ax.set_xticks(sorted({1, 3, 5, *ks.values()}))
         ax.set_xlabel("the doctor's cases K")
         ax.set_ylabel("test Dice (mean over classes)")
         ax.set_title(f"held out: {h}", fontsize=10)

@@ -106,7 +106,7 @@ def test_prompt_styles_suite_matches_budgets_and_ranks_the_styles(tiny_mode, tmp
     assert "## Prompt styles" in text and "gain per 1 % annotated" in text
 
 
-@pytest.mark.slow  # 42 toy adaptations and 12 toy trainings: about 3 minutes
+@pytest.mark.slow  # 57 toy adaptations and 14 toy trainings: about 4 minutes
 def test_adapter_capacity_suite_runs_every_rung_for_every_held_out_expert(tiny_mode, tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     result = runner.run_bench(out=str(tmp_path / "b"), mode="tiny", suites=("capacity",), write=str(md), command="expertseg bench --tiny --suite capacity")
@@ -116,11 +116,18 @@ def test_adapter_capacity_suite_runs_every_rung_for_every_held_out_expert(tiny_m
     assert set(cap["experts"]) == {"drnew", "drfar", "ref"}  # both new doctors and one pretraining expert
     for h, e in cap["experts"].items():
         assert e["dedicated_pretraining"] and e["dedicated_scratch"] and e["scratch3_short"] and e["mean_row"], h
-        for arm in [f"{r}-dense-3" for r in RUNGS] + [f"{r}-scribbles-5" for r in ("auto",) + RUNGS] + ["auto-dense-1", "auto-dense-3", "auto-dense-5"]:
+        styles = [f"auto-style-{n}-5" for n in ("line", "centreline", "slices", "contour")]
+        every = ["auto-dense-all"] if e["n_dense"] > 5 else []
+        for arm in [f"{r}-dense-3" for r in RUNGS] + [f"{r}-scribbles-5" for r in ("auto",) + RUNGS] + ["auto-dense-1", "auto-dense-3", "auto-dense-5"] + every + styles:
             assert len(e["runs"][arm]) == 1 and e["runs"][arm][0]["test_dice"], (h, arm)
         assert e["runs"]["auto-dense-3"][0]["cv"]["held_out"] and e["runs"]["rows-dense-3"][0]["cv"] is None
+        assert e["pooled"]["mean"] > 0 and cap["styles"] == ["line", "centreline", "slices", "contour"]
+    assert any(e["runs"].get("auto-dense-all") for e in cap["experts"].values())
+    runs = {p.name for p in (tmp_path / "b" / "runs").iterdir()}
+    assert {"capacity-pooled", "capacity-pooled-without-ref"} <= runs  # the pooled model never saw the held-out expert
     text = md.read_text()
     assert "## Adapter capacity" in text and "### `drfar`" in text and (tmp_path / "benchmarks" / "adapter_capacity.png").exists()
+    assert "pooled model 0." in text and "dense, K = all (" in text and "| contour |" in text
 
 
 def test_capacity_options_choose_seeds_config_and_held_out_experts(tmp_path):
@@ -129,7 +136,10 @@ def test_capacity_options_choose_seeds_config_and_held_out_experts(tmp_path):
 
     ctx = runner.BenchContext(out=tmp_path, mode="full", config="/x/configs/bench.yaml", overrides=(), options={"capacity.seeds": "1", "capacity.config": "bench", "capacity.experts": "drfar, ref"})
     s = capacity.settings(ctx)
-    assert s == {"seeds": 1, "config": "bench", "experts": "drfar, ref"} and capacity._config(ctx, s) == "/x/configs/bench.yaml"
+    assert s == {"seeds": 1, "config": "bench", "experts": "drfar, ref", "styles": capacity.STYLES} and capacity._config(ctx, s) == "/x/configs/bench.yaml"
+    assert capacity._styles("line, contour") == ["line", "contour"] and capacity._styles("") == []
+    with pytest.raises(ConfigError, match="unknown scribble style.*zigzag"):
+        capacity._styles("line,zigzag")
     full = runner.BenchContext(out=tmp_path, mode="full", config="/x/configs/bench.yaml", overrides=())
     assert capacity.settings(full)["config"] == "demo" and capacity._config(full, capacity.settings(full)).endswith("configs/demo.yaml")
     with pytest.raises(ConfigError, match="demo or bench"):
