@@ -18,7 +18,10 @@ Options (``--option capacity.KEY=VALUE``): ``seeds`` (default: the mode's), ``co
 default in full mode: ``configs/demo.yaml``; ``bench``: the bench's shorter settings, about a third
 of the time), ``experts`` (comma-separated held-out experts instead of the new doctors and one
 pretraining expert), ``styles`` (comma-separated scribble styles for the ``auto`` rows from 5
-scribbled cases; empty: none).
+scribbled cases; empty: none), ``structures`` (``tissue``: the bench's demo data, grey and white
+matter; ``nuclei``: the deep grey nuclei demo of the interactive suite, where ``drfar`` labels the
+lentiform nucleus as the putamen alone, trained with that suite's config). A run on one kind of
+structures keeps the experts already measured on the other.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = ["run", "RUNGS", "SHORT_STEPS"]
 RUNGS = ("rows", "rows+head", "rows+lowrank", "decoder", "all")
 #: the prompt styles ``auto`` adapts from (5 simulated-scribble cases each), the held-out one last
 STYLES = "line,centreline,slices,contour"
+STRUCTURES = ("tissue", "nuclei")
 SHORT_STEPS = 300  #: from scratch with about an adaptation's compute (demo config)
 #: the scribble style used where the doctor has no scribbles of their own; kept out of all tuning
 HELD_OUT_STYLE = "contour"
@@ -39,7 +43,7 @@ def settings(ctx) -> dict:
     """The mode's sizes with the ``capacity.*`` options applied."""
     from pipelines.bench.runner import suite_options
 
-    return suite_options(ctx, "capacity", {"seeds": ctx.settings["seeds"], "config": "demo" if ctx.mode == "full" else "bench", "experts": "", "styles": STYLES})
+    return suite_options(ctx, "capacity", {"seeds": ctx.settings["seeds"], "config": "demo" if ctx.mode == "full" else "bench", "experts": "", "styles": STYLES, "structures": "tissue"})
 
 
 def _config(ctx, s: dict) -> str | None:
@@ -54,14 +58,27 @@ def _keep(summary: dict) -> dict:
     return {k: summary.get(k) for k in ("cases", "test_dice", "test_dice_before", "init_source", "rung", "steps", "seconds", "adapter_bytes", "cv")}
 
 
-def _adapt_all(ctx, *, h: str, base: dict, dense: list[str], partial: list[str], config, seeds: int, styles: list[str]) -> dict:
+def _where(ctx, s: dict) -> tuple[Path, str | None, str]:
+    """The data, the training config and the run names' prefix of the ``structures`` option."""
+    from experts.errors import ConfigError
+
+    if s["structures"] not in STRUCTURES:
+        raise ConfigError(f"--option capacity.structures={s['structures']}: one of {', '.join(STRUCTURES)}")
+    if s["structures"] == "nuclei":
+        from pipelines.bench.interactive import nuclei_config, nuclei_data
+
+        return nuclei_data(ctx), nuclei_config(ctx), "capacity-nuclei"
+    return ctx.data, _config(ctx, s), "capacity"
+
+
+def _adapt_all(ctx, *, h: str, base: dict, data: Path, tag: str, dense: list[str], partial: list[str], config, seeds: int, styles: list[str]) -> dict:
     """Every adaptation of one held-out expert: ``{arm: [summary per seed]}``."""
     from experts.adaptation import choose_cases
 
     runs: dict[str, list] = {}
     for seed in range(seeds):
         def go(arm, cases, *extra, scribbles=False):
-            s = ctx.adapt(f"capacity-{h}-{arm}-s{seed}", model=base["model"], expert=h, cases=cases, scribbles=scribbles, config=config, overrides=(f"seed={seed}", *extra))
+            s = ctx.adapt(f"{tag}-{h}-{arm}-s{seed}", model=base["model"], data=data, expert=h, cases=cases, scribbles=scribbles, config=config, overrides=(f"seed={seed}", *extra))
             runs.setdefault(arm, []).append(_keep(s))
 
         for k in (1, 3, 5):
@@ -90,40 +107,47 @@ def run(ctx) -> dict:
     from pipelines.bench.runner import known_experts
 
     s = settings(ctx)
-    manifest = scan_dataset(ctx.data)
+    data, config, tag = _where(ctx, s)
+    manifest = scan_dataset(data)
     new = list(manifest.new_experts)
     pre = [e for e in manifest.experts if e not in new]
-    config = _config(ctx, s)
     held = [e.strip() for e in s["experts"].split(",") if e.strip()] or new + [_held_out_pretraining_expert(manifest, pre)]
     known_experts("capacity.experts", held, manifest)
     styles = _styles(s["styles"])
-    base = ctx.pretrain("capacity-base", include=pre, config=config)
-    dedicated = ctx.pretrain("capacity-dedicated", include=pre + new, config=config)
+    previous = ctx.results.get("capacity", {})
+    earlier = {k: e for k, e in previous.get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
+    commands = list(dict.fromkeys(c for c in [*previous.get("commands", []), previous.get("command")] if c)) if earlier else []  # the runs the kept experts came from
+    base = ctx.pretrain(f"{tag}-base", data=data, include=pre, config=config)
+    dedicated = ctx.pretrain(f"{tag}-dedicated", data=data, include=pre + new, config=config)
     shown = None if config is None else "configs/" + Path(config).name
-    out = {"config": shown, "seeds": s["seeds"], "styles": styles, "experts": {}, "pretrain_seconds": base["train_seconds"]}
+    out = {"config": shown, "seeds": s["seeds"], "styles": styles, "experts": dict(earlier), "commands": commands, "pretrain_seconds": base["train_seconds"]}
     for h in held:
         others = [e for e in pre if e != h]
-        own_base = base if h in new else ctx.pretrain(f"capacity-without-{h}", include=others, config=config)
-        pooled = ctx.pretrain("capacity-pooled" if h in new else f"capacity-pooled-without-{h}", include=others, config=config, overrides=("sampling.pool_experts=true",))
+        own_base = base if h in new else ctx.pretrain(f"{tag}-without-{h}", data=data, include=others, config=config)
+        pooled = ctx.pretrain(f"{tag}-pooled" if h in new else f"{tag}-pooled-without-{h}", data=data, include=others, config=config, overrides=("sampling.pool_experts=true",))
         dense = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="dense")]
         partial = [lf.case for lf in manifest.labels_of(expert=h, split="train", kind="partial")]
         three = choose_cases(dense, cases=None, shots=min(3, len(dense)), seed=0)
-        scratch_all = ctx.pretrain(f"capacity-scratch-all-{h}", include=[h], cases=dense, config=config)
-        short = ctx.pretrain(f"capacity-scratch3-short-{h}", include=[h], cases=three, config=config, overrides=(f"train.steps={SHORT_STEPS}",) if ctx.mode == "full" else ())
-        long = ctx.pretrain(f"capacity-scratch3-long-{h}", include=[h], cases=three, config=config)
-        out["experts"][h] = {
+        scratch_all = ctx.pretrain(f"{tag}-scratch-all-{h}", data=data, include=[h], cases=dense, config=config)
+        short = ctx.pretrain(f"{tag}-scratch3-short-{h}", data=data, include=[h], cases=three, config=config, overrides=(f"train.steps={SHORT_STEPS}",) if ctx.mode == "full" else ())
+        long = ctx.pretrain(f"{tag}-scratch3-long-{h}", data=data, include=[h], cases=three, config=config)
+        out["experts"][h if s["structures"] == "tissue" else f"{h} ({s['structures']})"] = {
+            "expert": h,
+            "structures": s["structures"],
+            "config": shown,
             "role": "new" if h in new else "pretraining",
             "dedicated_pretraining": (dedicated if h in new else base)["test_dice"].get(h),
             "dedicated_scratch": scratch_all["test_dice"].get(h),
             "scratch3_short": short["test_dice"].get(h),
             "scratch3_long": long["test_dice"].get(h),
             "scratch3_cases": three,
-            "mean_row": zero_shot_mean_row(own_base["model"], ctx.data, h),
-            "pooled": pooled_score(pooled["model"], ctx.data, h),
+            "mean_row": zero_shot_mean_row(own_base["model"], data, h),
+            "pooled": pooled_score(pooled["model"], data, h),
             "n_dense": len(dense),
             "scribbles": "own" if len(partial) >= 5 else HELD_OUT_STYLE,
-            "runs": _adapt_all(ctx, h=h, base=own_base, dense=dense, partial=partial, config=config, seeds=s["seeds"], styles=styles),
+            "runs": _adapt_all(ctx, h=h, base=own_base, data=data, tag=tag, dense=dense, partial=partial, config=config, seeds=s["seeds"], styles=styles),
         }
+        ctx.results["capacity"] = out  # a finished expert is kept, should a later one be interrupted
         ctx.save()
     return out
 
@@ -167,18 +191,24 @@ def _cell(runs, dedicated: float | None, key: str = "test_dice") -> str:
 
 def section(result: dict, rel: list[str], command: str) -> list[str]:
     """The ``## Adapter capacity`` section of BENCHMARKS.md."""
-    lines = ["## Adapter capacity", "", f"Command: `{result.get('command', command)}`.", "",
-             f"{'`' + result['config'] + '`' if result.get('config') else 'The bench settings'} for every pretraining and adaptation, {result['seeds']} seed(s) (the cases and training).",
+    ran = [c for c in result.get("commands", []) if c != result.get("command", command)] + [result.get("command", command)]
+    configs = list(dict.fromkeys(e.get("config", result.get("config")) for e in result["experts"].values())) or [result.get("config")]
+    shown = " and ".join(f"`{c}`" if c else "the bench settings" for c in configs)
+    lines = ["## Adapter capacity", "", "Commands: " + ", then ".join(f"`{c}`" for c in ran) + "." if len(ran) > 1 else f"Command: `{ran[0]}`.", "",
+             f"{shown[0].upper() + shown[1:]} for every pretraining and adaptation{' (each heading names the data and its config)' if len(configs) > 1 else ''}, "
+             f"{result['seeds']} seed(s) (the cases and training).",
              "Each held-out expert is adapted onto a pretraining without it. Dedicated: (a) the pretraining that had the expert's full labels,",
              "(b) the same network from scratch on all their dense training cases. In brackets: of the better dedicated model.", ""]
-    for h, e in result["experts"].items():
+    for key, e in result["experts"].items():
+        h = e.get("expert", key)
         ded = [v["mean"] for v in (e["dedicated_pretraining"], e["dedicated_scratch"]) if v]
         best = max(ded) if ded else None
         near, _ = _mean(e["runs"].get("rows-dense-3", []), "test_dice_before")
         runs = e["runs"]
         with_all = bool(runs.get("auto-dense-all"))
         pooled = f"; pooled model {_fmt(e['pooled'])}" if "pooled" in e else ""
-        lines += [f"### `{h}` ({e['role']} expert; scribbles: {e['scribbles']})", "",
+        where = f" on the deep grey nuclei demo (thalamus, caudate, lentiform; `{e.get('config')}`)" if e.get("structures") == "nuclei" else ""
+        lines += [f"### `{h}`{where} ({e['role']} expert; scribbles: {e['scribbles']})", "",
                   f"Dedicated (a) {_fmt(e['dedicated_pretraining'])}, (b) {_fmt(e['dedicated_scratch'])}; nearest row (zero-shot, chosen on 3 cases) {_fmt1(near)}; mean row {_fmt(e['mean_row'])}{pooled};",
                   f"from scratch on 3 cases ({', '.join(e['scratch3_cases'])}): {_fmt(e['scratch3_short'])} at about an adaptation's compute, {_fmt(e['scratch3_long'])} at the pretraining's budget.", ""]
         every = f" | dense, K = all ({e.get('n_dense')})" if with_all else ""
