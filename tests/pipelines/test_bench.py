@@ -136,7 +136,11 @@ def test_capacity_options_choose_seeds_config_and_held_out_experts(tmp_path):
 
     ctx = runner.BenchContext(out=tmp_path, mode="full", config="/x/configs/bench.yaml", overrides=(), options={"capacity.seeds": "1", "capacity.config": "bench", "capacity.experts": "drfar, ref"})
     s = capacity.settings(ctx)
-    assert s == {"seeds": 1, "config": "bench", "experts": "drfar, ref", "styles": capacity.STYLES} and capacity._config(ctx, s) == "/x/configs/bench.yaml"
+    assert s == {"seeds": 1, "config": "bench", "experts": "drfar, ref", "styles": capacity.STYLES, "structures": "tissue"} and capacity._config(ctx, s) == "/x/configs/bench.yaml"
+    ctx.data = tmp_path / "data"
+    assert capacity._where(ctx, s) == (tmp_path / "data", "/x/configs/bench.yaml", "capacity")  # tissue keeps the run names of earlier results
+    with pytest.raises(ConfigError, match="capacity.structures=organs: one of tissue, nuclei"):
+        capacity._where(ctx, {**s, "structures": "organs"})
     assert capacity._styles("line, contour") == ["line", "contour"] and capacity._styles("") == []
     with pytest.raises(ConfigError, match="unknown scribble style.*zigzag"):
         capacity._styles("line,zigzag")
@@ -146,6 +150,25 @@ def test_capacity_options_choose_seeds_config_and_held_out_experts(tmp_path):
         capacity._config(ctx, {**s, "config": "fast"})
     with pytest.raises(ConfigError, match="capacity.steps: unknown"):
         capacity.settings(runner.BenchContext(out=tmp_path, mode="full", config=None, overrides=(), options={"capacity.steps": "3"}))
+
+
+def _capacity_entry(structures: str, config: str, dice: float) -> dict:
+    run = {"test_dice": {"mean": dice}, "test_dice_before": {"mean": 0.7}, "rung": "rows", "steps": 20, "seconds": 60.0, "adapter_bytes": 13_000, "cv": None}
+    return {"expert": "drfar", "structures": structures, "config": config, "role": "new", "dedicated_pretraining": {"mean": 0.8}, "dedicated_scratch": {"mean": 0.9},
+            "scratch3_short": {"mean": 0.7}, "scratch3_long": {"mean": 0.75}, "scratch3_cases": ["sub013"], "mean_row": {"mean": 0.6}, "pooled": {"mean": 0.65},
+            "n_dense": 3, "scribbles": "own", "runs": {"rows-dense-3": [run]}}
+
+
+def test_capacity_section_shows_each_kind_of_structures_under_its_own_heading_and_the_commands_of_both():
+    from pipelines.bench import capacity
+
+    result = {"seeds": 1, "config": "configs/demo.yaml", "command": "expertseg bench --suite capacity --option capacity.structures=nuclei",
+              "commands": ["expertseg bench --suite capacity"], "experts": {"drfar": _capacity_entry("tissue", "configs/bench.yaml", 0.81), "drfar (nuclei)": _capacity_entry("nuclei", "configs/demo.yaml", 0.62)}}
+    text = "\n".join(capacity.section(result, [], "ignored"))
+    assert "Commands: `expertseg bench --suite capacity`, then `expertseg bench --suite capacity --option capacity.structures=nuclei`." in text
+    assert "`configs/bench.yaml` and `configs/demo.yaml` for every pretraining" in text
+    assert "### `drfar` (new expert" in text and "### `drfar` on the deep grey nuclei demo (thalamus, caudate, lentiform; `configs/demo.yaml`) (new expert" in text
+    assert "| rows | - | 0.810 (90%) |" in text and "| rows | - | 0.620 (69%) |" in text  # each against its own dedicated model (0.9)
 
 
 def test_held_out_experts_named_by_an_option_must_exist():
