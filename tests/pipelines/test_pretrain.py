@@ -53,7 +53,7 @@ def test_pretraining_is_tracked_in_mlflow(toy_dataset, tmp_path, mlflow_uri):
     # The registered source is our bundle, loaded by our code.
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(f"models:/expertseg-ToySpheres@pretrained", dst_path=str(tmp_path / "dl"))
+    local = mlflow.artifacts.download_artifacts("models:/expertseg-ToySpheres@pretrained", dst_path=str(tmp_path / "dl"))
     bundle = load_bundle(local)
     assert bundle.experts == ["small", "medium", "large", "scribbler"]
 
