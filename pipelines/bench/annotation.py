@@ -14,7 +14,8 @@ both are reported. Options: ``annotation.experts`` (comma-separated; default eve
 ``annotation.seed`` (0: which cases, in which order), ``annotation.structures`` (``tissue``: the
 bench's demo data, grey and white matter; ``nuclei``: the deep grey nuclei demo of the interactive
 suite, compact structures where clicks are known to help). A run on one kind of structures keeps
-the doctors already measured on the other.
+the doctors already measured on the other (in its folder, else in the committed results beside
+the report).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def run(ctx) -> dict:
     base = ctx.pretrain(names[0], data=data, config=config, include=pre)
     inter = ctx.pretrain(names[1], data=data, config=config, include=pre, interactive=str(ctx.out / "runs" / names[0]), overrides=("interactive.rounds=2",) if ctx.mode != "full" and not nuclei else ())
     multi = ctx.pretrain(f"{tag}-dedicated-all", data=data, config=config, include=pre + new)
-    earlier = {k: e for k, e in ctx.results.get("annotation", {}).get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
-    previous = ctx.results.get("annotation", {})
+    previous = ctx.earlier("annotation")
+    earlier = {k: e for k, e in previous.get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
     commands = list(dict.fromkeys(c for c in [*previous.get("commands", []), previous.get("command")] if c)) if earlier else []  # the runs the kept doctors came from
     learning = LEARNING if not earlier or previous.get("learning") == LEARNING else "mixed"
     out = {"settings": s, "fraction": FRACTION, "base_seconds": base.get("train_seconds"), "interactive_seconds": inter.get("train_seconds"), "experts": dict(earlier), "commands": commands, "learning": learning}

@@ -21,7 +21,8 @@ pretraining expert), ``styles`` (comma-separated scribble styles for the ``auto`
 scribbled cases; empty: none), ``structures`` (``tissue``: the bench's demo data, grey and white
 matter; ``nuclei``: the deep grey nuclei demo of the interactive suite, where ``drfar`` labels the
 lentiform nucleus as the putamen alone, trained with that suite's config). A run on one kind of
-structures keeps the experts already measured on the other.
+structures keeps the experts already measured on the other (in its folder, else in the committed
+results beside the report).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def run(ctx) -> dict:
     held = [e.strip() for e in s["experts"].split(",") if e.strip()] or new + [_held_out_pretraining_expert(manifest, pre)]
     known_experts("capacity.experts", held, manifest)
     styles = _styles(s["styles"])
-    previous = ctx.results.get("capacity", {})
+    previous = ctx.earlier("capacity")
     earlier = {k: e for k, e in previous.get("experts", {}).items() if e.get("structures", "tissue") != s["structures"]}
     commands = list(dict.fromkeys(c for c in [*previous.get("commands", []), previous.get("command")] if c)) if earlier else []  # the runs the kept experts came from
     base = ctx.pretrain(f"{tag}-base", data=data, include=pre, config=config)

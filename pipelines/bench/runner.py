@@ -44,6 +44,8 @@ class BenchContext:
     options: dict = field(default_factory=dict)
     #: reuse the runs an interrupted bench finished in ``out`` (a run folder with its summary)
     resume: bool = False
+    #: the results committed beside the report (``benchmarks/results.json``), read by :meth:`earlier`
+    committed: Path | None = None
 
     @property
     def settings(self) -> dict:
@@ -92,6 +94,22 @@ class BenchContext:
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "results.json").write_text(json.dumps({"mode": self.mode, "config": self.config, "overrides": list(self.overrides), "machine": machine(), "results": self.results, "runs": self.runs, "seconds": self.seconds, "commands": self.commands}, indent=1, default=str))
+
+    def earlier(self, suite: str) -> dict:
+        """The results an earlier run of ``suite`` left: in ``out``, else the committed ones (when they
+        ran in this mode, config and overrides). A suite that keeps earlier entries (capacity and
+        annotation keep the experts measured on the other kind of structures) so keeps them when it
+        runs into a new folder, and the report it writes drops nothing."""
+        from pipelines.bench.report import _shown
+
+        if self.results.get(suite):
+            return self.results[suite]
+        if self.committed is None or not self.committed.is_file():
+            return {}
+        section = json.loads(self.committed.read_text()).get("sections", {}).get(suite, {})
+        config = _shown(self.config) if self.config else None
+        same = (section.get("mode"), section.get("config"), section.get("overrides", [])) == (self.mode, config, list(self.overrides))
+        return section.get("results", {}) if same else {}
 
     def load_earlier(self) -> None:
         """Keep the results of earlier suites run into the same folder and mode (one results.json
@@ -170,7 +188,8 @@ def run_bench(*, out: str, mode: str = "full", suites: tuple[str, ...] = SUITES,
     settings = MODES[mode]
     root = Path(__file__).resolve().parents[2]
     config = str(root / "configs" / settings["config"]) if settings["config"] else None
-    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"], options=dict(options or {}), resume=resume)
+    committed = (Path(write).parent if write else root) / "benchmarks" / report.RESULTS_FILE
+    ctx = BenchContext(out=Path(out), mode=mode, config=config, overrides=settings["overrides"], options=dict(options or {}), resume=resume, committed=committed)
     stray = sorted({k.partition(".")[0] for k in ctx.options} - set(suites))
     if stray:
         raise click.UsageError(f"--option for suite(s) {', '.join(stray)} that do not run; add --suite {stray[0]}")

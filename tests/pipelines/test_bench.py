@@ -2,6 +2,7 @@
 is written from its results (the numbers themselves mean nothing at this scale)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -169,6 +170,21 @@ def test_capacity_section_shows_each_kind_of_structures_under_its_own_heading_an
     assert "`configs/bench.yaml` and `configs/demo.yaml` for every pretraining" in text
     assert "### `drfar` (new expert" in text and "### `drfar` on the deep grey nuclei demo (thalamus, caudate, lentiform; `configs/demo.yaml`) (new expert" in text
     assert "| rows | - | 0.810 (90%) |" in text and "| rows | - | 0.620 (69%) |" in text  # each against its own dedicated model (0.9)
+
+
+def test_a_suite_in_a_new_folder_keeps_the_committed_results_of_its_mode_and_config(tmp_path):
+    root = Path(runner.__file__).resolve().parents[2]
+    committed = tmp_path / "benchmarks" / "results.json"
+    committed.parent.mkdir()
+    tissue = {"experts": {"drfar": _capacity_entry("tissue", "configs/bench.yaml", 0.81)}, "command": "expertseg bench --suite capacity"}
+    committed.write_text(json.dumps({"sections": {"capacity": {"mode": "full", "config": "configs/bench.yaml", "overrides": [], "results": tissue}}}))
+    ctx = runner.BenchContext(out=tmp_path / "new", mode="full", config=str(root / "configs" / "bench.yaml"), overrides=(), committed=committed)
+    assert ctx.earlier("capacity") == tissue and ctx.earlier("annotation") == {}
+    other = runner.BenchContext(out=tmp_path / "new", mode="full", config=str(root / "configs" / "demo.yaml"), overrides=(), committed=committed)
+    quick = runner.BenchContext(out=tmp_path / "new", mode="quick", config=str(root / "configs" / "bench.yaml"), overrides=(), committed=committed)
+    assert other.earlier("capacity") == {} and quick.earlier("capacity") == {}  # numbers of another setting are not mixed in
+    ctx.results["capacity"] = {"experts": {}}
+    assert ctx.earlier("capacity") == {"experts": {}}  # this folder's own results come first
 
 
 def test_held_out_experts_named_by_an_option_must_exist():
