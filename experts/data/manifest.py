@@ -155,169 +155,192 @@ def scan_dataset(root: str | os.PathLike, *, read_voxels: bool = True) -> Manife
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; pass the dataset folder that holds dataset.json")
     root = root.resolve()
-    spec = read_spec(root)
-    problems: list[str] = []
-    warnings: list[str] = []
-    ending = spec.file_ending
-    other_ending = ".nii" if ending == ".nii.gz" else ".nii.gz"
+    scan = _Scan(root=root, spec=read_spec(root))
+    images, split_of = scan.images()
+    experts, label_paths = scan.label_files(split_of)
+    scan.raise_problems()  # names first: reading voxels of misnamed files would only add noise
+    cases, labels, excluded = scan.voxels(images, split_of, label_paths, read_voxels=read_voxels)
+    scan.raise_problems()
+    return Manifest(root=root, spec=scan.spec, cases=cases, labels=labels, experts=experts, warnings=scan.warnings, excluded=excluded)
 
-    def inside_root(path: Path) -> bool:
+
+@dataclass
+class _Scan:
+    """One pass of :func:`scan_dataset` over a folder: each step adds what it finds wrong to
+    ``problems`` (raised together) and what is merely odd to ``warnings``."""
+
+    root: Path
+    spec: DatasetSpec
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise DatasetError(self.problems)
+
+    def inside_root(self, path: Path) -> bool:
         try:
-            path.resolve(strict=True).relative_to(root)
+            path.resolve(strict=True).relative_to(self.root)
             return True
         except ValueError:
-            problems.append(f"{path}: points outside the dataset folder {root} (symbolic link); copy the file into the dataset")
+            self.problems.append(f"{path}: points outside the dataset folder {self.root} (symbolic link); copy the file into the dataset")
         except (RuntimeError, OSError):  # a symbolic link that loops or points nowhere
-            problems.append(f"{path}: a symbolic link that loops or points to nothing; replace it with the file")
+            self.problems.append(f"{path}: a symbolic link that loops or points to nothing; replace it with the file")
         return False
 
-    def nifti_files(folder: Path) -> list[Path]:
+    def nifti_files(self, folder: Path) -> list[Path]:
+        """The NIfTI files of ``folder`` with the dataset's ending; anything else is a problem."""
+        ending = self.spec.file_ending
+        other_ending = ".nii" if ending == ".nii.gz" else ".nii.gz"
         out = []
         for p in sorted(folder.iterdir()):
-            if p.name.startswith("."):
-                continue
-            if not inside_root(p):
+            if p.name.startswith(".") or not self.inside_root(p):
                 continue
             if p.is_dir():
-                problems.append(f"{p}: unexpected folder inside {folder.name}/; only NIfTI files belong here")
+                self.problems.append(f"{p}: unexpected folder inside {folder.name}/; only NIfTI files belong here")
             elif p.name.endswith(ending):
                 out.append(p)
             elif p.name.endswith(other_ending) or p.name.endswith(".nii"):
-                problems.append(f'{p}: file ending differs from dataset.json\'s "file_ending" {ending!r}; convert the file or fix "file_ending"')
+                self.problems.append(f'{p}: file ending differs from dataset.json\'s "file_ending" {ending!r}; convert the file or fix "file_ending"')
             else:
-                problems.append(f"{p}: not a NIfTI file name (expected ...{ending}); remove it or convert it")
+                self.problems.append(f"{p}: not a NIfTI file name (expected ...{ending}); remove it or convert it")
         return out
 
-    # --- images ---------------------------------------------------------------------------------
-    channels_of: dict[str, dict[int, Path]] = {}
-    split_of: dict[str, str] = {}
-    n_channels = spec.num_channels
-    for split, (img_dir, _) in SPLITS.items():
-        folder = root / img_dir
-        if not folder.is_dir():
-            if split == "train":
-                problems.append(f"{folder}: missing; training images go in imagesTr/<case>_0000{ending}")
-            continue
-        for p in nifti_files(folder):
-            stem = p.name[: -len(ending)]
-            m = _CHANNEL_FILE.fullmatch(stem)
-            if not m:
-                problems.append(f"{p}: name must be <case>_<CCCC>{ending} (e.g. case01_0000{ending}); rename it")
+    def images(self) -> tuple[dict[str, dict[int, Path]], dict[str, str]]:
+        """``({case: {channel: path}}, {case: split})`` of the image folders (names and channels)."""
+        ending, n_channels, problems = self.spec.file_ending, self.spec.num_channels, self.problems
+        channels_of: dict[str, dict[int, Path]] = {}
+        split_of: dict[str, str] = {}
+        for split, (img_dir, _) in SPLITS.items():
+            folder = self.root / img_dir
+            if not folder.is_dir():
+                if split == "train":
+                    problems.append(f"{folder}: missing; training images go in imagesTr/<case>_0000{ending}")
                 continue
-            case, channel = m["case"], int(m["channel"])
-            if not valid_id(case):
-                problems.append(f'{p}: case id "{case}" is not allowed; use letters, digits, "_" and "-" (pattern [A-Za-z0-9][A-Za-z0-9_-]*)')
-                continue
-            if split_of.setdefault(case, split) != split:
-                problems.append(f'{p}: case id "{case}" is used in both imagesTr and imagesTs; case ids must be unique')
-                continue
-            if channel >= n_channels:
-                problems.append(f"{p}: channel {channel:04d} is not declared in dataset.json channel_names ({n_channels} channels); rename it or declare the channel")
-                continue
-            channels_of.setdefault(case, {})[channel] = p
-    for case, chans in sorted(channels_of.items()):
-        for c in range(n_channels):
-            if c not in chans:
-                folder = SPLITS[split_of[case]][0]
-                problems.append(f"{root / folder / f'{case}_{c:04d}{ending}'}: channel {c} missing for case {case}; add the file or remove the case")
-    if not any(s == "train" for s in split_of.values()):
-        problems.append(f"{root / 'imagesTr'}: the dataset has no training case; add images as imagesTr/<case>_0000{ending}")
-
-    # --- experts and label files ----------------------------------------------------------------
-    declared = list(spec.experts) if spec.experts is not None else None
-    folders: set[str] = set()
-    label_paths: list[tuple[str, str, str, Path]] = []  # (split, expert, case, path)
-    for split, (_, lab_dir) in SPLITS.items():
-        folder = root / lab_dir
-        if not folder.is_dir():
-            if split == "train":
-                problems.append(f"{folder}: missing; labels go in labelsTr/<expert>/<case>{ending}")
-            continue
-        for sub in sorted(folder.iterdir()):
-            if sub.name.startswith(".") or not inside_root(sub):
-                continue
-            if not sub.is_dir():
-                problems.append(
-                    f"{sub}: label files belong in one folder per expert (labelsTr/<expert>/<case>{ending}); "
-                    "move it, or import an nnU-Net dataset with 'expertseg data import nnunet'"
-                )
-                continue
-            expert = sub.name
-            if not valid_id(expert):
-                problems.append(f'{sub}: expert id "{expert}" is not allowed; use letters, digits, "_" and "-" (pattern [A-Za-z0-9][A-Za-z0-9_-]*)')
-                continue
-            if declared is not None and expert not in declared:
-                problems.append(f'{sub}: expert folder "{expert}" is not declared in dataset.json "experts"; add it there or remove the folder')
-                continue
-            folders.add(expert)
-            files = nifti_files(sub)
-            if not files:
-                warnings.append(f"{sub}: expert folder holds no label file")
-            for p in files:
-                case = p.name[: -len(ending)]
+            for p in self.nifti_files(folder):
+                stem = p.name[: -len(ending)]
+                m = _CHANNEL_FILE.fullmatch(stem)
+                if not m:
+                    problems.append(f"{p}: name must be <case>_<CCCC>{ending} (e.g. case01_0000{ending}); rename it")
+                    continue
+                case, channel = m["case"], int(m["channel"])
                 if not valid_id(case):
-                    problems.append(f'{p}: case id "{case}" is not allowed; use letters, digits, "_" and "-"')
-                elif split_of.get(case) != split:
-                    img = SPLITS[split][0]
-                    problems.append(f"{p}: no image for case {case} in {img}/ (expected {img}/{case}_0000{ending}); add it or remove the label")
-                else:
-                    label_paths.append((split, expert, case, p))
-    experts = declared if declared is not None else sorted(folders)
-    if declared is not None:
+                    problems.append(f'{p}: case id "{case}" is not allowed; use letters, digits, "_" and "-" (pattern [A-Za-z0-9][A-Za-z0-9_-]*)')
+                    continue
+                if split_of.setdefault(case, split) != split:
+                    problems.append(f'{p}: case id "{case}" is used in both imagesTr and imagesTs; case ids must be unique')
+                    continue
+                if channel >= n_channels:
+                    problems.append(f"{p}: channel {channel:04d} is not declared in dataset.json channel_names ({n_channels} channels); rename it or declare the channel")
+                    continue
+                channels_of.setdefault(case, {})[channel] = p
+        for case, chans in sorted(channels_of.items()):
+            for c in range(n_channels):
+                if c not in chans:
+                    folder = SPLITS[split_of[case]][0]
+                    problems.append(f"{self.root / folder / f'{case}_{c:04d}{ending}'}: channel {c} missing for case {case}; add the file or remove the case")
+        if not any(s == "train" for s in split_of.values()):
+            problems.append(f"{self.root / 'imagesTr'}: the dataset has no training case; add images as imagesTr/<case>_0000{ending}")
+        return channels_of, split_of
+
+    def label_files(self, split_of: dict[str, str]) -> tuple[list[str], list[tuple[str, str, str, Path]]]:
+        """``(experts, [(split, expert, case, path)])`` of the label folders (names, experts, images)."""
+        ending, problems, root = self.spec.file_ending, self.problems, self.root
+        declared = list(self.spec.experts) if self.spec.experts is not None else None
+        folders: set[str] = set()
+        label_paths: list[tuple[str, str, str, Path]] = []
+        for split, (_, lab_dir) in SPLITS.items():
+            folder = root / lab_dir
+            if not folder.is_dir():
+                if split == "train":
+                    problems.append(f"{folder}: missing; labels go in labelsTr/<expert>/<case>{ending}")
+                continue
+            for sub in sorted(folder.iterdir()):
+                if sub.name.startswith(".") or not self.inside_root(sub):
+                    continue
+                if not sub.is_dir():
+                    problems.append(
+                        f"{sub}: label files belong in one folder per expert (labelsTr/<expert>/<case>{ending}); "
+                        "move it, or import an nnU-Net dataset with 'expertseg data import nnunet'"
+                    )
+                    continue
+                expert = sub.name
+                if not valid_id(expert):
+                    problems.append(f'{sub}: expert id "{expert}" is not allowed; use letters, digits, "_" and "-" (pattern [A-Za-z0-9][A-Za-z0-9_-]*)')
+                    continue
+                if declared is not None and expert not in declared:
+                    problems.append(f'{sub}: expert folder "{expert}" is not declared in dataset.json "experts"; add it there or remove the folder')
+                    continue
+                folders.add(expert)
+                files = self.nifti_files(sub)
+                if not files:
+                    self.warnings.append(f"{sub}: expert folder holds no label file")
+                for p in files:
+                    case = p.name[: -len(ending)]
+                    if not valid_id(case):
+                        problems.append(f'{p}: case id "{case}" is not allowed; use letters, digits, "_" and "-"')
+                    elif split_of.get(case) != split:
+                        img = SPLITS[split][0]
+                        problems.append(f"{p}: no image for case {case} in {img}/ (expected {img}/{case}_0000{ending}); add it or remove the label")
+                    else:
+                        label_paths.append((split, expert, case, p))
+        if declared is None:
+            return sorted(folders), label_paths
         for e in declared:
             if e not in folders and not (root / "labelsTr" / e).is_dir() and not (root / "labelsTs" / e).is_dir():
                 problems.append(f'{root / "labelsTr" / e}: expert "{e}" is declared in dataset.json but has no folder; create labelsTr/{e}/ or remove the entry')
-    if problems:
-        raise DatasetError(problems)
+        return declared, label_paths
 
-    # --- voxels: geometry and values --------------------------------------------------------------
-    labels_by_case: dict[str, list[tuple[str, str, Path]]] = defaultdict(list)
-    for split, expert, case, p in label_paths:
-        labels_by_case[case].append((split, expert, p))
-    cases: dict[str, CaseFiles] = {}
-    labels: list[LabelFile] = []
-    excluded: list[LabelFile] = []
-    allowed = np.array(sorted(spec.labels.values()))
-    ignore = spec.ignore_label
-    for case in sorted(channels_of):
-        images = tuple(channels_of[case][c] for c in range(n_channels))
-        ref = None
-        for p in images:
-            try:
-                vol = _geometry(p, read_voxels=read_voxels, kind="image")
-            except DatasetError as err:
-                problems.extend(err.problems)
+    def voxels(self, channels_of: dict[str, dict[int, Path]], split_of: dict[str, str], label_paths: list[tuple[str, str, str, Path]], *,
+               read_voxels: bool) -> tuple[dict[str, CaseFiles], list[LabelFile], list[LabelFile]]:
+        """``(cases, labels, excluded)``: every file's geometry against its case's first channel and
+        every label's values (with ``read_voxels``; else headers only, every label taken as dense)."""
+        labels_by_case: dict[str, list[tuple[str, str, Path]]] = defaultdict(list)
+        for split, expert, case, p in label_paths:
+            labels_by_case[case].append((split, expert, p))
+        cases: dict[str, CaseFiles] = {}
+        labels: list[LabelFile] = []
+        excluded: list[LabelFile] = []
+        allowed = np.array(sorted(self.spec.labels.values()))
+        ignore = self.spec.ignore_label
+        problems = self.problems
+        for case in sorted(channels_of):
+            images = tuple(channels_of[case][c] for c in range(self.spec.num_channels))
+            ref = None
+            for p in images:
+                try:
+                    vol = _geometry(p, read_voxels=read_voxels, kind="image")
+                except DatasetError as err:
+                    problems.extend(err.problems)
+                    continue
+                ref = _compare_geometry(ref, vol, p, problems)
+            if ref is None:
                 continue
-            ref = _compare_geometry(ref, vol, p, problems)
-        if ref is None:
-            continue
-        cases[case] = CaseFiles(case=case, split=split_of[case], images=images, shape=ref[0], affine=ref[1])
-        for split, expert, p in labels_by_case.get(case, []):
-            try:
-                vol = _geometry(p, read_voxels=read_voxels, kind="label")
-            except DatasetError as err:
-                problems.extend(err.problems)
-                continue
-            _compare_geometry(ref, vol, p, problems, against=images[0])
-            if not read_voxels:
-                labels.append(LabelFile(case, expert, split, p, "dense", 1.0))
-                continue
-            array = vol[2]
-            bad = _value_problem(array, allowed, spec, p)
-            if bad:
-                problems.append(bad)
-                continue
-            kind = label_kind(array, ignore)
-            frac = 1.0 if kind == "dense" else float((array != ignore).mean())
-            lf = LabelFile(case, expert, split, p, kind, frac)
-            if kind == "partial" and frac == 0.0:
-                warnings.append(f"{p}: partial label annotates no voxel; it is left out of training")
-                excluded.append(lf)
-                continue
-            labels.append(lf)
-    if problems:
-        raise DatasetError(problems)
-    return Manifest(root=root, spec=spec, cases=cases, labels=labels, experts=list(experts), warnings=warnings, excluded=excluded)
+            cases[case] = CaseFiles(case=case, split=split_of[case], images=images, shape=ref[0], affine=ref[1])
+            for split, expert, p in labels_by_case.get(case, []):
+                try:
+                    vol = _geometry(p, read_voxels=read_voxels, kind="label")
+                except DatasetError as err:
+                    problems.extend(err.problems)
+                    continue
+                _compare_geometry(ref, vol, p, problems, against=images[0])
+                if not read_voxels:
+                    labels.append(LabelFile(case, expert, split, p, "dense", 1.0))
+                    continue
+                array = vol[2]
+                bad = _value_problem(array, allowed, self.spec, p)
+                if bad:
+                    problems.append(bad)
+                    continue
+                kind = label_kind(array, ignore)
+                frac = 1.0 if kind == "dense" else float((array != ignore).mean())
+                lf = LabelFile(case, expert, split, p, kind, frac)
+                if kind == "partial" and frac == 0.0:
+                    self.warnings.append(f"{p}: partial label annotates no voxel; it is left out of training")
+                    excluded.append(lf)
+                    continue
+                labels.append(lf)
+        return cases, labels, excluded
 
 
 def geometry_problems(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarray, *, like: CaseFiles) -> list[str]:
