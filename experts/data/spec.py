@@ -186,89 +186,97 @@ def parse_spec(raw: object, *, where: str = "dataset.json") -> DatasetSpec:
     if not isinstance(raw, dict):
         raise DatasetError(f"{where}: the top level must be a JSON object, found {type(raw).__name__}")
     problems: list[str] = []
-
-    labels = raw.get("labels")
-    if not isinstance(labels, dict) or not labels:
-        problems.append(f'{where}: "labels" must map label names to integers, e.g. {{"background": 0, "tumour": 1}}')
-        labels = {}
-    else:
-        for name, value in labels.items():
-            if isinstance(value, bool) or not isinstance(value, int):
-                problems.append(
-                    f'{where}: label "{shorten(name, quote=False)}" has value {shorten(value)}; values must be integers '
-                    "(region-based labels are not supported)"
-                )
-        labels = {k: v for k, v in labels.items() if isinstance(v, int) and not isinstance(v, bool)}
-        if labels:
-            if labels.get("background") != 0:
-                problems.append(f'{where}: "background" must be label 0, found {shorten(labels.get("background"))}; renumber labels')
-            values = sorted(labels.values())
-            if values != list(range(len(values))):
-                problems.append(f"{where}: label values {shorten(values)} must be consecutive integers from 0; renumber labels")
-            if "ignore" in labels and labels["ignore"] != max(values):
-                top = max(labels.items(), key=lambda kv: kv[1])
-                problems.append(
-                    f"{where}: ignore label {labels['ignore']} must be the highest label value "
-                    f"(found '{shorten(top[0], quote=False)}': {top[1]}); renumber labels"
-                )
-            if not set(labels) - {"background", "ignore"}:
-                problems.append(
-                    f'{where}: "labels" declares no foreground class (only {" and ".join(sorted(labels))}); '
-                    'add the structure to segment, e.g. {"background": 0, "tumour": 1, "ignore": 2}'
-                )
-
-    channels = raw.get("channel_names", raw.get("modality"))
-    if not isinstance(channels, dict) or not channels:
-        problems.append(f'{where}: "channel_names" must map channel indices to names, e.g. {{"0": "T1"}}')
-        channels = {}
-    elif sorted(channels) != [str(i) for i in range(len(channels))]:
-        problems.append(f'{where}: "channel_names" keys must be "0", "1", ... consecutively, found {shorten(sorted(channels))}')
-
+    labels = _parse_labels(raw.get("labels"), where, problems)
+    channels = _parse_channels(raw.get("channel_names", raw.get("modality")), where, problems)
     ending = raw.get("file_ending")
     if ending not in FILE_ENDINGS:
         problems.append(f'{where}: "file_ending" must be ".nii.gz" or ".nii", found {shorten(ending)}')
-
-    experts = raw.get("experts")
-    parsed: dict[str, ExpertInfo] | None = None
-    if experts is not None:
-        if not isinstance(experts, dict):
-            problems.append(f'{where}: "experts" must be an object mapping expert ids to objects, e.g. {{"rater1": {{}}}}, found {type(experts).__name__} {shorten(experts)}')
-        else:
-            parsed = {}
-            for eid, info in experts.items():
-                if not valid_id(eid):
-                    problems.append(
-                        f'{where}: expert id "{shorten(eid, quote=False)}" is not allowed; use letters, digits, "_" and "-" '
-                        "(pattern [A-Za-z0-9][A-Za-z0-9_-]*)"
-                    )
-                    continue
-                info = {} if info is None else info
-                if not isinstance(info, dict):
-                    problems.append(f'{where}: expert "{eid}" must be an object such as {{"description": "..."}}, found {type(info).__name__} {shorten(info)}')
-                    continue
-                role = info.get("role")
-                if role is not None and role not in ROLES:
-                    problems.append(f'{where}: expert "{eid}" has role {shorten(role)}; the only role is "new"')
-                description = info.get("description", "")
-                if not isinstance(description, str):
-                    problems.append(f'{where}: expert "{eid}" description must be text')
-                    description = str(description)
-                parsed[eid] = ExpertInfo(description=description, role=role)
-
-    name = raw.get("name", "")
-    description = raw.get("description", "")
+    experts = _parse_experts(raw.get("experts"), where, problems)
     if problems:
         raise DatasetError(problems)
     known = {"name", "description", "channel_names", "modality", "labels", "file_ending", "experts"}
     return DatasetSpec(
-        name=str(name),
-        description=str(description),
+        name=str(raw.get("name", "")),
+        description=str(raw.get("description", "")),
         channel_names={str(k): str(v) for k, v in channels.items()},
-        labels=dict(labels),
+        labels=labels,
         file_ending=ending,
-        experts=parsed,
+        experts=experts,
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+def _parse_labels(labels: object, where: str, problems: list[str]) -> dict[str, int]:
+    """The integer-valued entries of ``"labels"``; what breaks the numbering rules goes to ``problems``."""
+    if not isinstance(labels, dict) or not labels:
+        problems.append(f'{where}: "labels" must map label names to integers, e.g. {{"background": 0, "tumour": 1}}')
+        return {}
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(
+                f'{where}: label "{shorten(name, quote=False)}" has value {shorten(value)}; values must be integers '
+                "(region-based labels are not supported)"
+            )
+    labels = {k: v for k, v in labels.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if not labels:
+        return labels
+    if labels.get("background") != 0:
+        problems.append(f'{where}: "background" must be label 0, found {shorten(labels.get("background"))}; renumber labels')
+    values = sorted(labels.values())
+    if values != list(range(len(values))):
+        problems.append(f"{where}: label values {shorten(values)} must be consecutive integers from 0; renumber labels")
+    if "ignore" in labels and labels["ignore"] != max(values):
+        top = max(labels.items(), key=lambda kv: kv[1])
+        problems.append(
+            f"{where}: ignore label {labels['ignore']} must be the highest label value "
+            f"(found '{shorten(top[0], quote=False)}': {top[1]}); renumber labels"
+        )
+    if not set(labels) - {"background", "ignore"}:
+        problems.append(
+            f'{where}: "labels" declares no foreground class (only {" and ".join(sorted(labels))}); '
+            'add the structure to segment, e.g. {"background": 0, "tumour": 1, "ignore": 2}'
+        )
+    return labels
+
+
+def _parse_channels(channels: object, where: str, problems: list[str]) -> dict:
+    """``"channel_names"`` (or nnU-Net v1's ``"modality"``), keyed "0", "1", ... consecutively."""
+    if not isinstance(channels, dict) or not channels:
+        problems.append(f'{where}: "channel_names" must map channel indices to names, e.g. {{"0": "T1"}}')
+        return {}
+    if sorted(channels) != [str(i) for i in range(len(channels))]:
+        problems.append(f'{where}: "channel_names" keys must be "0", "1", ... consecutively, found {shorten(sorted(channels))}')
+    return channels
+
+
+def _parse_experts(experts: object, where: str, problems: list[str]) -> dict[str, ExpertInfo] | None:
+    """The declared experts (``None``: the dataset declares none, its label folders name them)."""
+    if experts is None:
+        return None
+    if not isinstance(experts, dict):
+        problems.append(f'{where}: "experts" must be an object mapping expert ids to objects, e.g. {{"rater1": {{}}}}, found {type(experts).__name__} {shorten(experts)}')
+        return None
+    parsed: dict[str, ExpertInfo] = {}
+    for eid, info in experts.items():
+        if not valid_id(eid):
+            problems.append(
+                f'{where}: expert id "{shorten(eid, quote=False)}" is not allowed; use letters, digits, "_" and "-" '
+                "(pattern [A-Za-z0-9][A-Za-z0-9_-]*)"
+            )
+            continue
+        info = {} if info is None else info
+        if not isinstance(info, dict):
+            problems.append(f'{where}: expert "{eid}" must be an object such as {{"description": "..."}}, found {type(info).__name__} {shorten(info)}')
+            continue
+        role = info.get("role")
+        if role is not None and role not in ROLES:
+            problems.append(f'{where}: expert "{eid}" has role {shorten(role)}; the only role is "new"')
+        description = info.get("description", "")
+        if not isinstance(description, str):
+            problems.append(f'{where}: expert "{eid}" description must be text')
+            description = str(description)
+        parsed[eid] = ExpertInfo(description=description, role=role)
+    return parsed
 
 
 def write_spec(root: str | Path, spec: DatasetSpec) -> Path:
