@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
@@ -91,19 +91,17 @@ def fit(
     params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    sums: dict[str, float] = {}
-    count = 0
+    meter = _LogMeter()
     step = start_step
     model.train()
     bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     plain = PlainProgress(desc, start=start_step, total=steps, every=plain_every) if not progress and plain_every > 0 else None
-    waited = elapsed = 0.0  # seconds spent waiting for batches / in whole steps, since the last log
     last = time.perf_counter()
     try:
         for batch in batches:
             if step >= steps:
                 break
-            waited += time.perf_counter() - last
+            meter.waited += time.perf_counter() - last
             batch = batch.to(device, non_blocking=True)
             with _autocast(device, amp=use_amp, cpu_bf16=cpu_bf16):
                 outputs = model(batch.image, batch.expert, **{k: batch[k] for k in ("prompts", "target") if batch.get(k) is not None})
@@ -111,22 +109,16 @@ def fit(
             loss = parts["loss"]
             _optimise(loss, step=step, optimizers=optimizers, schedules=schedules, scaler=scaler, params=params, grad_clip=grad_clip)
             step += 1
-            count += 1
             if cb.on_step:
                 cb.on_step(step)
-            elapsed += time.perf_counter() - last
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
+            meter.add(parts, seconds=time.perf_counter() - last)
             bar.update(1)
             if plain is not None:
                 plain.update(step, float(loss.detach()))
             if cb.on_log and (step % cb.log_every == 0 or step == steps):
-                means = {k: v / count for k, v in sums.items()}
-                means["lr"] = optimizers[0].param_groups[0]["lr"]
-                means["data_wait_fraction"] = waited / max(elapsed, 1e-9)  # > 0.1: the loader stalls the step
+                means = meter.means(lr=optimizers[0].param_groups[0]["lr"])
                 bar.set_postfix(loss=f"{means['loss']:.4f}")
                 cb.on_log(step, means)
-                sums, count, waited, elapsed = {}, 0, 0.0, 0.0
             if cb.on_validate and cb.val_every and step % cb.val_every == 0 and step != steps:
                 cb.on_validate(step)
                 model.train()
@@ -143,6 +135,31 @@ def fit(
     if cb.on_checkpoint and step == steps:
         cb.on_checkpoint(step)
     return step
+
+
+@dataclass
+class _LogMeter:
+    """The loss parts and timings since the last log line."""
+
+    sums: dict = field(default_factory=dict)
+    count: int = 0
+    waited: float = 0.0  #: seconds spent waiting for batches
+    elapsed: float = 0.0  #: seconds in whole steps, the wait included
+
+    def add(self, parts: dict, *, seconds: float) -> None:
+        self.count += 1
+        self.elapsed += seconds
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
+
+    def means(self, *, lr: float) -> dict:
+        """The mean of each part, the step size and the loader's share of the time (> 0.1: the
+        loader stalls the step); then start again."""
+        out = {k: v / self.count for k, v in self.sums.items()}
+        out["lr"] = lr
+        out["data_wait_fraction"] = self.waited / max(self.elapsed, 1e-9)
+        self.sums, self.count, self.waited, self.elapsed = {}, 0, 0.0, 0.0
+        return out
 
 
 def _optimise(loss: torch.Tensor, *, step: int, optimizers, schedules, scaler, params, grad_clip: float) -> None:
