@@ -238,7 +238,7 @@ def _update_committed_results(path: Path, ctx, suites: tuple[str, ...]) -> dict:
             "mode": ctx.mode,
             "config": _shown(ctx.config) if ctx.config else None,
             "overrides": list(ctx.overrides),
-            "machine": machine(),
+            "machine": ctx.results[suite].get("machine") or machine(),  # where the suite ran, not where the report is written
             "seconds": ctx.seconds.get(suite),
             "written": datetime.date.today().isoformat(),
             "results": ctx.results[suite],

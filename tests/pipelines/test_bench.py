@@ -69,6 +69,8 @@ def test_report_only_rewrites_the_markdown_from_saved_results(tiny_mode, tmp_pat
     again = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Speed and memory" in again and "`expertseg bench --suite speed --write BENCHMARKS.md`" in again
     assert machine_line in again.splitlines()  # the machine the suite ran on, not the one that rewrote the report
+    rewritten = json.loads((tmp_path / "benchmarks" / "results.json").read_text())["sections"]["speed"]
+    assert rewritten["machine"] == committed["speed"]["machine"] != {"cpu": "elsewhere", "threads": 99}  # in the committed numbers too
     assert (sorted(p.name for p in (tmp_path / "b" / "runs").iterdir()) if (tmp_path / "b" / "runs").exists() else []) == runs_before
 
     empty = CliRunner().invoke(cli, ["bench", "--out", "nothing-here", "--report-only"])
