@@ -224,6 +224,11 @@ def _read_sections(text: str) -> dict[str, list[str]]:
     return sections
 
 
+def setting(ctx) -> dict:
+    """The mode, config and overrides a committed section ran in (what a rerun must match to add to it)."""
+    return {"mode": ctx.mode, "config": _shown(ctx.config) if ctx.config else None, "overrides": list(ctx.overrides)}
+
+
 def _update_committed_results(path: Path, ctx, suites: tuple[str, ...]) -> dict:
     """Merge the written suites' numbers into the committed results file and return its content."""
     import datetime
@@ -235,9 +240,7 @@ def _update_committed_results(path: Path, ctx, suites: tuple[str, ...]) -> dict:
     for suite in suites:
         data["sections"][suite] = {
             "command": ctx.results[suite].get("command", ""),
-            "mode": ctx.mode,
-            "config": _shown(ctx.config) if ctx.config else None,
-            "overrides": list(ctx.overrides),
+            **setting(ctx),
             "machine": ctx.results[suite].get("machine") or machine(),  # where the suite ran, not where the report is written
             "seconds": ctx.seconds.get(suite),
             "written": datetime.date.today().isoformat(),

@@ -100,15 +100,14 @@ class BenchContext:
         ran in this mode, config and overrides). A suite that keeps earlier entries (capacity and
         annotation keep the experts measured on the other kind of structures) so keeps them when it
         runs into a new folder, and the report it writes drops nothing."""
-        from pipelines.bench.report import _shown
+        from pipelines.bench.report import setting
 
         if self.results.get(suite):
             return self.results[suite]
         if self.committed is None or not self.committed.is_file():
             return {}
         section = json.loads(self.committed.read_text()).get("sections", {}).get(suite, {})
-        config = _shown(self.config) if self.config else None
-        same = (section.get("mode"), section.get("config"), section.get("overrides", [])) == (self.mode, config, list(self.overrides))
+        same = all(section.get(k, [] if k == "overrides" else None) == v for k, v in setting(self).items())
         return section.get("results", {}) if same else {}
 
     def load_earlier(self) -> None:
