@@ -115,26 +115,34 @@ def fit(
             bar.update(1)
             if plain is not None:
                 plain.update(step, float(loss.detach()))
-            if cb.on_log and (step % cb.log_every == 0 or step == steps):
-                means = meter.means(lr=optimizers[0].param_groups[0]["lr"])
-                bar.set_postfix(loss=f"{means['loss']:.4f}")
-                cb.on_log(step, means)
-            if cb.on_validate and cb.val_every and step % cb.val_every == 0 and step != steps:
-                cb.on_validate(step)
-                model.train()
-            if cb.on_checkpoint and cb.checkpoint_every and step % cb.checkpoint_every == 0 and step != steps:
-                _check_finite(params, step)
-                cb.on_checkpoint(step)
+            _periodic(cb, step, steps, meter=meter, lr=optimizers[0].param_groups[0]["lr"], bar=bar, model=model, params=params)
             last = time.perf_counter()  # validation and checkpoints are not the loader's wait
     finally:
         bar.close()
     if step == steps:
         _check_finite(params, step)
-    if cb.on_validate and step == steps:
-        cb.on_validate(step)
-    if cb.on_checkpoint and step == steps:
-        cb.on_checkpoint(step)
+        if cb.on_validate:
+            cb.on_validate(step)
+        if cb.on_checkpoint:
+            cb.on_checkpoint(step)
     return step
+
+
+def _periodic(cb: Callbacks, step: int, steps: int, *, meter: "_LogMeter", lr: float, bar, model: torch.nn.Module, params: list) -> None:
+    """After step ``step``: the log line, validation and checkpoint that fall due (the last step's
+    validation and checkpoint come after the loop)."""
+    if cb.on_log and (step % cb.log_every == 0 or step == steps):
+        means = meter.means(lr=lr)
+        bar.set_postfix(loss=f"{means['loss']:.4f}")
+        cb.on_log(step, means)
+    if step == steps:
+        return
+    if cb.on_validate and cb.val_every and step % cb.val_every == 0:
+        cb.on_validate(step)
+        model.train()
+    if cb.on_checkpoint and cb.checkpoint_every and step % cb.checkpoint_every == 0:
+        _check_finite(params, step)
+        cb.on_checkpoint(step)
 
 
 @dataclass
