@@ -133,12 +133,13 @@ def _targets(tg: dict, rel: list[str], command: str) -> list[str]:
 
 
 def _shown(path: str) -> str:
-    """A config path as a reader of the repository types it (``configs/bench.yaml``), else as given."""
+    """A config path as a reader of the repository types it (``configs/bench.yaml``, also for a
+    ``configs/`` folder of another checkout), else as given."""
     root = Path(__file__).resolve().parents[2]
     try:
         return str(Path(path).resolve().relative_to(root))
     except ValueError:
-        return str(path)
+        return f"configs/{Path(path).name}" if Path(path).parent.name == "configs" else str(path)
 
 
 #: suite -> its section's heading in BENCHMARKS.md, in the order sections appear
@@ -178,7 +179,7 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str, suites: tupl
     sections = _read_sections(path.read_text()) if path.is_file() else {}
     for suite in suites:
         lines = SECTIONS[suite](ctx.results[suite], rel, command)
-        lines.insert(3, _machine_line(ctx.results[suite].get("machine") or here, ctx))
+        lines.insert(3, _machine_line(ctx.results[suite].get("machine") or here, ctx, ctx.results[suite].get("config")))
         sections[HEADINGS[suite]] = lines
     kept = [line.split("`")[1] for body in sections.values() for line in body if line.startswith("Command: `")]
     commands = list(dict.fromkeys(kept + [c["command"] for c in committed["sections"].values() if c.get("command")]))
@@ -202,10 +203,15 @@ def markdown(ctx, path: Path, *, figures: list[Path], command: str, suites: tupl
     return path
 
 
-def _machine_line(m: dict, ctx) -> str:
-    config = f"`{_shown(ctx.config)}`" if ctx.config else "embedded defaults"
-    if ctx.overrides:
-        config += " with " + ", ".join(f"`{o}`" for o in ctx.overrides)
+def _machine_line(m: dict, ctx, own_config: str | None = None) -> str:
+    """Where a suite ran and with which config: ``own_config`` where the suite trained with a config
+    of its own (e.g. ``--option capacity.config=demo``), else the bench's (and its overrides)."""
+    if own_config:
+        config = f"`{_shown(own_config)}`"
+    else:
+        config = f"`{_shown(ctx.config)}`" if ctx.config else "embedded defaults"
+        if ctx.overrides:
+            config += " with " + ", ".join(f"`{o}`" for o in ctx.overrides)
     return (f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores ({m.get('threads')} torch threads), {m.get('memory_gb')} GB, "
             f"{m.get('gpu') or 'no GPU'}; Python {m.get('python')}, torch {m.get('torch')}; {ctx.mode} mode, config {config}.")
 

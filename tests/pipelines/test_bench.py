@@ -225,3 +225,17 @@ def test_resume_reuses_the_runs_an_interrupted_bench_finished(tmp_path, monkeypa
     assert ctx.adapt("unfinished", model="m", expert="e")["name"] == "new" and ran == [("adapt", str(tmp_path / "runs" / "unfinished"))]
     fresh = runner.BenchContext(out=tmp_path, mode="full", config=None, overrides=())  # without resume every run trains again
     assert fresh.adapt("ad", model="m", expert="e")["name"] == "new"
+
+
+def test_a_section_names_the_config_its_suite_trained_with():
+    """A suite run with a config of its own (``--option capacity.config=demo``) is not labelled with
+    the bench's config; a config recorded by another checkout is shown as the repository names it."""
+    from types import SimpleNamespace
+
+    from pipelines.bench.report import _machine_line
+
+    ctx = SimpleNamespace(mode="full", config="configs/bench.yaml", overrides=("train.steps=10",))
+    m = {"cpu": "x", "cpu_count": 2, "threads": 2}
+    assert "config `configs/bench.yaml` with `train.steps=10`" in _machine_line(m, ctx)
+    own = _machine_line(m, ctx, "/elsewhere/checkout/configs/demo.yaml")
+    assert own.endswith("config `configs/demo.yaml`.") and "bench.yaml" not in own and "train.steps" not in own
