@@ -20,7 +20,8 @@ import yaml
 from experts.errors import ConfigError, DatasetError
 from pipelines.runtime.common import check_out, open_out, run_identity, seed_everything, select_device
 from pipelines.runtime.config import config_to_dict, flatten, load_config
-from pipelines.runtime.tracking import Tracker, find_or_create_parent, registry_name
+from pipelines.runtime.store import find_or_create_parent, registry_name
+from pipelines.runtime.tracking import Tracker
 
 __all__ = ["adapt", "doctor_labels"]
 

@@ -362,7 +362,7 @@ def _check_replicas(net, ctx, tracker) -> None:
 def _finish(cfg: Config, s: PretrainSetup, *, out: Path, run: _Run, tracker, ctx, seconds: tuple[float, float]) -> dict:
     """Test scores, the model bundle (saved, logged, registered) and the summary."""
     from experts.training.validation import score_test_cases
-    from pipelines.runtime.tracking import registry_name
+    from pipelines.runtime.store import registry_name
 
     interactive = bool(cfg.interactive.model)  # scored by evaluate-interactive instead
     test = {} if interactive else score_test_cases(run.net, s.manifest, s.plan, s.rows, device=run.device, sw_batch_size=cfg.predict.sw_batch_size)

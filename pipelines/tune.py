@@ -136,7 +136,7 @@ def _parent_run(study, *, stage: str, backend: str, experiment: str) -> str | No
     """One MLflow parent run per study, shared through the study's user attributes."""
     if backend != "mlflow":
         return None
-    from pipelines.runtime.tracking import find_or_create_parent
+    from pipelines.runtime.store import find_or_create_parent
 
     key = "mlflow_parent_run_id"
     if key not in study.user_attrs:

@@ -51,7 +51,7 @@ def _download(ref: str) -> Path:
     import mlflow
 
     from experts.errors import TrackingError
-    from pipelines.runtime.tracking import mlflow_client, probe_server, tracking_uri
+    from pipelines.runtime.store import mlflow_client, probe_server, tracking_uri
 
     uri = tracking_uri()
     probe_server(uri, fix=f"start the server or point MLFLOW_TRACKING_URI at a running one, or pass a run folder instead of {ref}")
@@ -115,7 +115,7 @@ def load_model(ref: str, *, device="cpu", adapters: list[str] | None = None, _li
 def pinned_ref(model: str) -> str:
     """Where a model lives, pinned: a registry alias becomes its version, a folder its full path."""
     if model.startswith("models:/") and "@" in model:
-        from pipelines.runtime.tracking import mlflow_client
+        from pipelines.runtime.store import mlflow_client
 
         name, alias = model[len("models:/") :].split("@", 1)
         try:

@@ -28,7 +28,8 @@ from click.testing import CliRunner
 from experts.errors import ModelFileError, TrackingError
 from pipelines.cli import cli
 from pipelines.runtime.config import load_config
-from pipelines.runtime.tracking import PROBE_TIMEOUT_S, Tracker, check_tracking
+from pipelines.runtime.store import PROBE_TIMEOUT_S, check_tracking
+from pipelines.runtime.tracking import Tracker
 
 ROOT = Path(__file__).parents[2]
 TINY = ("network.channels=[4,8]", "data.patch_size=[16,16,16]", "data.n_folds=3", "train.val_every=100", "predict.sw_batch_size=1")
